@@ -1,0 +1,1 @@
+"""Literature AI Gateway: an AI gateway and full-text detection service."""

@@ -1,0 +1,230 @@
+"""One validated settings tree, read from the environment at start.
+
+Each upstream has its own section with the environment prefix its users already know
+(`GROQ_`, `GEMINI_`, `AZURE_OPENAI_`, `OPENAI_`). Secrets are `SecretStr` so that a
+settings dump, a log line or a traceback never shows them.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Any
+
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+class ProviderName(StrEnum):
+    GROQ = "groq"
+    GEMINI = "gemini"
+    AZURE = "azure"
+    OPENAI = "openai"
+
+
+class RoutingStrategy(StrEnum):
+    PRIORITY = "priority"
+    COST = "cost"
+    LATENCY = "latency"
+    QUALITY = "quality"
+    BALANCED = "balanced"
+
+
+def split_csv(value: Any) -> Any:
+    """Accept `a,b,c` from the environment as well as a real list from code."""
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+class ProviderSettings(BaseSettings):
+    """What every upstream shares: keys, base URL, model chains and the default timeout."""
+
+    model_config = SettingsConfigDict(extra="ignore", frozen=True)
+
+    api_key: SecretStr | None = None
+    # Several keys are used round-robin; a key that got 429 rests until its Retry-After.
+    api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+    base_url: str = ""
+    fast_models: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    quality_models: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # Used until the adaptive timeout has enough samples (and as its fallback).
+    timeout_s: float = Field(default=15.0, gt=0, le=300)
+    # Connections kept to this upstream; each is one request in flight.
+    max_connections: int = Field(default=200, ge=1, le=10_000)
+
+    _split = field_validator("api_keys", "fast_models", "quality_models", mode="before")(split_csv)
+
+    def all_keys(self) -> list[SecretStr]:
+        """All configured keys, the single-key variable first, without duplicates."""
+        seen: set[str] = set()
+        keys: list[SecretStr] = []
+        for key in ([self.api_key] if self.api_key else []) + self.api_keys:
+            raw = key.get_secret_value().strip()
+            if raw and raw not in seen:
+                seen.add(raw)
+                keys.append(SecretStr(raw))
+        return keys
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.all_keys()) and bool(self.base_url)
+
+    def models_for(self, alias: str) -> list[str]:
+        return list(self.quality_models if alias == "quality" else self.fast_models)
+
+
+class GroqSettings(ProviderSettings):
+    model_config = SettingsConfigDict(env_prefix="GROQ_", extra="ignore", frozen=True)
+
+    base_url: str = "https://api.groq.com/openai/v1"
+    fast_models: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["llama-3.1-8b-instant", "gemma2-9b-it"]
+    )
+    quality_models: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["llama-3.3-70b-versatile", "llama3-70b-8192"]
+    )
+    timeout_s: float = Field(default=5.0, gt=0, le=300)
+
+
+class GeminiSettings(ProviderSettings):
+    model_config = SettingsConfigDict(env_prefix="GEMINI_", extra="ignore", frozen=True)
+
+    base_url: str = "https://generativelanguage.googleapis.com"
+    fast_models: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["gemini-1.5-flash"]
+    )
+    quality_models: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["gemini-1.5-flash"]
+    )
+    timeout_s: float = Field(default=10.0, gt=0, le=300)
+
+
+class AzureSettings(ProviderSettings):
+    """Azure names a deployment, not a model; `model` is what the deployment runs (for prices)."""
+
+    model_config = SettingsConfigDict(env_prefix="AZURE_OPENAI_", extra="ignore", frozen=True)
+
+    endpoint: str = ""
+    deployment: str = ""
+    api_version: str = "2024-10-21"
+    model: str = "gpt-4o-mini"
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.all_keys()) and bool(self.endpoint) and bool(self.deployment)
+
+    def models_for(self, alias: str) -> list[str]:
+        return [self.deployment] if self.deployment else []
+
+
+class OpenAISettings(ProviderSettings):
+    model_config = SettingsConfigDict(env_prefix="OPENAI_", extra="ignore", frozen=True)
+
+    base_url: str = "https://api.openai.com/v1"
+    fast_models: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["gpt-4o-mini"])
+    quality_models: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["gpt-4o"])
+
+
+class ModelPrice(BaseModel):
+    """USD per one million tokens."""
+
+    model_config = {"frozen": True}
+
+    input: float = Field(ge=0)
+    output: float = Field(ge=0)
+
+
+DEFAULT_PRICES: dict[str, ModelPrice] = {
+    "gpt-4o-mini": ModelPrice(input=0.15, output=0.60),
+    "gpt-4o": ModelPrice(input=2.50, output=10.00),
+    "gpt-3.5-turbo": ModelPrice(input=0.50, output=1.50),
+    "gpt-4-turbo": ModelPrice(input=10.00, output=30.00),
+    "gemini-1.5-flash": ModelPrice(input=0.075, output=0.30),
+}
+
+
+class Settings(BaseSettings):
+    """The whole service's configuration; built once at start and passed down through DI."""
+
+    model_config = SettingsConfigDict(extra="ignore", frozen=True)
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    log_level: str = "INFO"
+
+    ai_provider_priority: Annotated[list[ProviderName], NoDecode] = Field(
+        default_factory=lambda: [
+            ProviderName.GROQ,
+            ProviderName.GEMINI,
+            ProviderName.AZURE,
+            ProviderName.OPENAI,
+        ]
+    )
+    ai_routing_strategy: RoutingStrategy = RoutingStrategy.PRIORITY
+    ai_default_model: str = "fast"
+    # Whole-request deadline across every attempt and fallback.
+    ai_request_deadline_s: float = Field(default=30.0, gt=0, le=600)
+    # Bounds on caller input, checked before any upstream call.
+    ai_max_prompt_chars: int = Field(default=200_000, ge=1)
+    ai_max_tokens_limit: int = Field(default=8192, ge=1)
+    # Price overrides, JSON: {"model": {"input": 0.15, "output": 0.6}} (USD per 1M tokens).
+    ai_prices: dict[str, ModelPrice] = Field(default_factory=dict)
+    # Models served free whatever their name (Groq's free tier).
+    ai_free_providers: Annotated[list[ProviderName], NoDecode] = Field(
+        default_factory=lambda: [ProviderName.GROQ]
+    )
+
+    groq: GroqSettings = Field(default_factory=GroqSettings)
+    gemini: GeminiSettings = Field(default_factory=GeminiSettings)
+    azure: AzureSettings = Field(default_factory=AzureSettings)
+    openai: OpenAISettings = Field(default_factory=OpenAISettings)
+
+    _split = field_validator("ai_provider_priority", "ai_free_providers", mode="before")(split_csv)
+
+    @field_validator("log_level")
+    @classmethod
+    def _level(cls, value: str) -> str:
+        level = value.upper()
+        if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+            raise ValueError("LOG_LEVEL must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
+        return level
+
+    @model_validator(mode="after")
+    def _priority_complete(self) -> Settings:
+        if len(set(self.ai_provider_priority)) != len(self.ai_provider_priority):
+            raise ValueError("AI_PROVIDER_PRIORITY lists a provider twice")
+        return self
+
+    def provider(self, name: ProviderName) -> ProviderSettings:
+        return {
+            ProviderName.GROQ: self.groq,
+            ProviderName.GEMINI: self.gemini,
+            ProviderName.AZURE: self.azure,
+            ProviderName.OPENAI: self.openai,
+        }[name]
+
+    def prices(self) -> dict[str, ModelPrice]:
+        return DEFAULT_PRICES | self.ai_prices
+
+    def masked(self) -> dict[str, Any]:
+        """The effective configuration with every secret replaced by a short fingerprint."""
+        data: dict[str, Any] = self.model_dump(
+            mode="json", exclude={"groq", "gemini", "azure", "openai"}
+        )
+        providers: dict[str, Any] = {}
+        for name in ProviderName:
+            section = self.provider(name)
+            dumped = section.model_dump(mode="json", exclude={"api_key", "api_keys"})
+            dumped["keys"] = [mask_secret(key) for key in section.all_keys()]
+            dumped["configured"] = section.configured
+            providers[name.value] = dumped
+        data["providers"] = providers
+        return data
+
+
+def mask_secret(secret: SecretStr) -> str:
+    """Enough to tell two keys apart in a dump, never enough to use one."""
+    raw = secret.get_secret_value()
+    if len(raw) <= 8:
+        return "****"
+    return f"{raw[:3]}…{raw[-2:]}"

@@ -1,0 +1,42 @@
+"""create_app(settings): the Litestar app with its routes, container, lifespan and error
+handlers. Tests build their own app per test; nothing here is global."""
+
+from __future__ import annotations
+
+from dishka import Provider
+from dishka.integrations.litestar import setup_dishka
+from litestar import Litestar
+from litestar.openapi import OpenAPIConfig
+
+from app.container import make_container
+from app.core.problems import problem_response
+from app.core.settings import Settings
+from app.modules.ai.controller import AIController, HealthController
+from app.modules.ai.service import UnifiedAIService
+
+
+def create_app(settings: Settings | None = None, *overrides: Provider) -> Litestar:
+    settings = settings or Settings()
+    container = make_container(settings, *overrides)
+
+    async def warm_up() -> None:
+        # Build clients and guards at start, not on the first request.
+        await container.get(UnifiedAIService)
+
+    async def close_container() -> None:
+        await container.close()
+
+    app = Litestar(
+        route_handlers=[AIController, HealthController],
+        on_startup=[warm_up],
+        on_shutdown=[close_container],
+        exception_handlers={Exception: problem_response},
+        openapi_config=OpenAPIConfig(
+            title="Literature AI Gateway",
+            version="0.1.0",
+            description="AI gateway over Groq, Gemini, Azure OpenAI and OpenAI.",
+        ),
+        debug=False,
+    )
+    setup_dishka(container, app)
+    return app

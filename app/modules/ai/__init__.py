@@ -1,0 +1,1 @@
+"""The AI gateway module: one UnifiedAIService in front of several LLM providers."""

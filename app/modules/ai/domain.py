@@ -1,0 +1,91 @@
+"""The gateway's own data, independent of HTTP and of any provider's wire format."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from app.core.settings import ProviderName, RoutingStrategy
+
+
+class Role(StrEnum):
+    SYSTEM = "system"
+    USER = "user"
+    ASSISTANT = "assistant"
+
+
+class Intent(StrEnum):
+    ANALYSIS = "analysis"
+    DRAFT = "draft"
+    VALIDATION = "validation"
+
+
+@dataclass(frozen=True, slots=True)
+class ChatMessage:
+    role: Role
+    content: str
+
+
+@dataclass(frozen=True, slots=True)
+class CompletionRequest:
+    """One caller request, already validated against the service's limits."""
+
+    messages: tuple[ChatMessage, ...]
+    model: str = "fast"
+    temperature: float | None = None
+    max_tokens: int | None = None
+    json_mode: bool = False
+    intent: Intent | None = None
+    strategy: RoutingStrategy | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderReply:
+    """What an adapter read from its upstream: the answer and the upstream's own token counts."""
+
+    content: str
+    model: str
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: str | None = None
+
+
+class AttemptOutcome(StrEnum):
+    SUCCESS = "success"
+    ERROR = "error"
+    SKIPPED = "skipped"
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """One step of the route a request took; `error_type` is a FailureKind or a skip reason."""
+
+    provider: ProviderName
+    model: str | None
+    outcome: AttemptOutcome
+    error_type: str | None = None
+    latency_ms: float = 0.0
+    status_code: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    prompt_tokens: int
+    completion_tokens: int
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass(frozen=True, slots=True)
+class AIResponse:
+    content: str
+    provider: ProviderName
+    model: str
+    usage: Usage
+    cost_usd: float
+    latency_ms: float
+    attempts: tuple[Attempt, ...] = field(default=())
+    cached: bool = False
+    finish_reason: str | None = None

@@ -1,0 +1,95 @@
+"""How provider calls fail, and what the caller sees when they all do.
+
+ProviderError (internal, raised by adapters, never shown as-is)
+    kind: FailureKind  rate_limited | timeout | upstream_error | connection |
+                       bad_response | auth | bad_request | not_found
+GatewayError (app.core.errors)
+├── UnknownModel (400)            alias or model name we cannot route
+├── UpstreamRejected (400)        a provider refused the request itself (bad_request)
+├── AllProvidersFailed (503)      every provider failed or was skipped; lists reasons
+└── DeadlineExceeded (504)        the request's overall deadline ran out first
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from app.core.errors import GatewayError, GatewayTimeout, InvalidRequest, ServiceUnavailable
+
+
+class FailureKind(StrEnum):
+    RATE_LIMITED = "rate_limited"
+    TIMEOUT = "timeout"
+    UPSTREAM_ERROR = "upstream_error"
+    CONNECTION = "connection"
+    BAD_RESPONSE = "bad_response"
+    AUTH = "auth"
+    BAD_REQUEST = "bad_request"
+    NOT_FOUND = "not_found"
+
+    @property
+    def moves_on(self) -> bool:
+        """Worth trying the next model or provider: the fault is theirs, not the request's."""
+        return self not in (FailureKind.AUTH, FailureKind.BAD_REQUEST)
+
+    @property
+    def retryable(self) -> bool:
+        """Worth trying the same upstream again after a pause."""
+        return self in (
+            FailureKind.RATE_LIMITED,
+            FailureKind.TIMEOUT,
+            FailureKind.UPSTREAM_ERROR,
+            FailureKind.CONNECTION,
+            FailureKind.BAD_RESPONSE,
+        )
+
+    @property
+    def is_provider_fault(self) -> bool:
+        """Counts against the provider's health and circuit breaker."""
+        return self in (
+            FailureKind.TIMEOUT,
+            FailureKind.UPSTREAM_ERROR,
+            FailureKind.CONNECTION,
+            FailureKind.BAD_RESPONSE,
+        )
+
+
+class ProviderError(Exception):
+    """A classified failure of one upstream call. `message` is ours, never the upstream body."""
+
+    def __init__(
+        self,
+        kind: FailureKind,
+        message: str,
+        *,
+        status_code: int | None = None,
+        retry_after_s: float | None = None,
+        code: str | None = None,
+    ) -> None:
+        super().__init__(f"{kind.value}: {message}")
+        self.kind = kind
+        self.message = message
+        self.status_code = status_code
+        self.retry_after_s = retry_after_s
+        self.code = code
+
+
+class UnknownModel(InvalidRequest):
+    slug = "unknown-model"
+    title = "Unknown model"
+
+
+class UpstreamRejected(GatewayError):
+    status = 400
+    slug = "upstream-rejected"
+    title = "The provider rejected the request"
+
+
+class AllProvidersFailed(ServiceUnavailable):
+    slug = "all-providers-failed"
+    title = "All providers failed"
+
+
+class DeadlineExceeded(GatewayTimeout):
+    slug = "deadline-exceeded"
+    title = "Deadline exceeded"

@@ -1,0 +1,49 @@
+"""Azure OpenAI: the OpenAI body, addressed by deployment, authenticated by `api-key`."""
+
+from __future__ import annotations
+
+import httpx
+
+from app.core.settings import ProviderName
+from app.modules.ai.domain import CompletionRequest, ProviderReply
+from app.modules.ai.providers.base import encode_json, send
+from app.modules.ai.providers.keys import ApiKey
+from app.modules.ai.providers.openai_compatible import chat_payload, parse_chat_reply, status_error
+
+
+class AzureOpenAIAdapter:
+    """`POST {endpoint}/openai/deployments/{deployment}/chat/completions?api-version=...`.
+
+    The `model` the service routes to is the deployment name.
+    """
+
+    name = ProviderName.AZURE
+
+    def __init__(self, client: httpx.AsyncClient, *, api_version: str) -> None:
+        self._client = client
+        self._params = {"api-version": api_version}
+
+    async def complete(self, request: CompletionRequest, model: str, key: ApiKey) -> ProviderReply:
+        response, body = await send(
+            self._client,
+            "POST",
+            f"openai/deployments/{model}/chat/completions",
+            headers={"api-key": key.secret, "content-type": "application/json"},
+            params=self._params,
+            content=encode_json(chat_payload(request, None)),
+        )
+        return parse_chat_reply(response, body, request, model)
+
+    async def ping(self, key: ApiKey) -> None:
+        response, body = await send(
+            self._client,
+            "GET",
+            "openai/deployments",
+            headers={"api-key": key.secret},
+            params=self._params,
+        )
+        if response.status_code >= 300:
+            raise status_error(response, body)
+
+    async def aclose(self) -> None:
+        await self._client.aclose()

@@ -1,0 +1,167 @@
+"""The contract every upstream adapter fulfils, and the failure classification they share.
+
+Adapters speak one wire format over one httpx client. They raise only `ProviderError`, never
+retry, and know nothing of breakers or timeouts: the guard wraps them from outside.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import time
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+import aiohttp
+import httpx
+import msgspec
+
+from app.core.http import BodyTooLarge, read_capped
+from app.core.settings import ProviderName
+from app.modules.ai.domain import CompletionRequest, ProviderReply
+from app.modules.ai.errors import FailureKind, ProviderError
+from app.modules.ai.providers.keys import ApiKey
+
+_JSON_DECODER = msgspec.json.Decoder()
+_JSON_ENCODER = msgspec.json.Encoder()
+
+
+class ProviderAdapter(Protocol):
+    name: ProviderName
+
+    async def complete(self, request: CompletionRequest, model: str, key: ApiKey) -> ProviderReply:
+        """One completion. Raises ProviderError on any failure."""
+        ...
+
+    async def ping(self, key: ApiKey) -> None:
+        """A free call (model or deployment list) proving the upstream and key work."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+def encode_json(payload: Any) -> bytes:
+    return _JSON_ENCODER.encode(payload)
+
+
+async def send(
+    client: httpx.AsyncClient,
+    method: str,
+    url: str,
+    *,
+    headers: Mapping[str, str],
+    content: bytes | None = None,
+    params: Mapping[str, str] | None = None,
+) -> tuple[httpx.Response, bytes]:
+    """Send one request and read its capped body, turning transport faults into ProviderError."""
+    request = client.build_request(method, url, headers=headers, content=content, params=params)
+    try:
+        response = await client.send(request, stream=True)
+        try:
+            body = await read_capped(response)
+        finally:
+            await response.aclose()
+    except BodyTooLarge as exc:
+        raise ProviderError(FailureKind.BAD_RESPONSE, "response body too large") from exc
+    except httpx.HTTPError as exc:
+        raise classify_transport_error(exc) from exc
+    except aiohttp.ClientError as exc:  # raised raw while streaming in some aiohttp paths
+        raise ProviderError(FailureKind.CONNECTION, type(exc).__name__) from exc
+    return response, body
+
+
+def classify_transport_error(exc: httpx.HTTPError) -> ProviderError:
+    """Timeouts vs broken connections.
+
+    httpx-aiohttp reports any aiohttp connection error (disconnect, reset, refused, DNS) as
+    `httpx.ConnectTimeout`, so the underlying cause decides, not the httpx class.
+    """
+    cause = exc.__cause__
+    if isinstance(cause, aiohttp.ServerTimeoutError | asyncio.TimeoutError):
+        return ProviderError(FailureKind.TIMEOUT, "upstream timed out")
+    if isinstance(cause, aiohttp.ClientError | OSError):
+        return ProviderError(FailureKind.CONNECTION, f"connection failed ({type(cause).__name__})")
+    if isinstance(exc, httpx.TimeoutException):
+        return ProviderError(FailureKind.TIMEOUT, "upstream timed out")
+    return ProviderError(FailureKind.CONNECTION, f"connection failed ({type(exc).__name__})")
+
+
+def decode_json(body: bytes) -> Any:
+    try:
+        return _JSON_DECODER.decode(body)
+    except msgspec.DecodeError as exc:
+        raise ProviderError(FailureKind.BAD_RESPONSE, "malformed JSON body") from exc
+
+
+def require_json_content_type(response: httpx.Response) -> None:
+    content_type = response.headers.get("content-type", "")
+    if "json" not in content_type:
+        raise ProviderError(
+            FailureKind.BAD_RESPONSE,
+            f"expected JSON, got content type {content_type.split(';')[0] or 'none'}",
+            status_code=response.status_code,
+        )
+
+
+def parse_retry_after(headers: httpx.Headers) -> float | None:
+    """Seconds to wait, from `retry-after-ms`, `retry-after` as seconds or as an HTTP date."""
+    if (ms := headers.get("retry-after-ms")) is not None:
+        try:
+            return max(0.0, float(ms) / 1000)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def classify_status(
+    status: int,
+    *,
+    retry_after_s: float | None,
+    code: str | None,
+    message: str,
+) -> ProviderError:
+    """Map a non-2xx status (and the upstream's error code) to one FailureKind."""
+    if status == 429:
+        kind = FailureKind.RATE_LIMITED
+    elif status in (401, 403):
+        kind = FailureKind.AUTH
+    elif status == 404 or code in ("model_not_found", "model_decommissioned", "DeploymentNotFound"):
+        kind = FailureKind.NOT_FOUND
+    elif status == 408:
+        kind = FailureKind.TIMEOUT
+    elif status >= 500:
+        kind = FailureKind.UPSTREAM_ERROR
+    else:
+        kind = FailureKind.BAD_REQUEST
+    return ProviderError(kind, message, status_code=status, retry_after_s=retry_after_s, code=code)
+
+
+def error_code(payload: Any) -> str | None:
+    """The machine-readable code from an OpenAI-, Azure- or Google-shaped error body."""
+    if not isinstance(payload, dict):
+        return None
+    error = payload.get("error")
+    if not isinstance(error, dict):
+        return None
+    for field in ("code", "status", "type"):
+        value = error.get(field)
+        if isinstance(value, str) and value:
+            return value
+    return None
+
+
+def nonnegative_int(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ProviderError(FailureKind.BAD_RESPONSE, "usage block has no valid token counts")
+    return value

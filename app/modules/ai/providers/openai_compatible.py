@@ -1,0 +1,115 @@
+"""OpenAI's Chat Completions wire format, spoken by OpenAI, Groq and (with its own URL and
+header) Azure OpenAI."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from app.core.settings import ProviderName
+from app.modules.ai.domain import CompletionRequest, ProviderReply
+from app.modules.ai.errors import FailureKind, ProviderError
+from app.modules.ai.providers.base import (
+    classify_status,
+    decode_json,
+    encode_json,
+    error_code,
+    nonnegative_int,
+    parse_retry_after,
+    require_json_content_type,
+    send,
+)
+from app.modules.ai.providers.keys import ApiKey
+from app.modules.ai.providers.tokens import estimate_tokens
+
+
+def chat_payload(request: CompletionRequest, model: str | None) -> dict[str, Any]:
+    payload: dict[str, Any] = {
+        "messages": [{"role": m.role.value, "content": m.content} for m in request.messages],
+    }
+    if model is not None:
+        payload["model"] = model
+    if request.temperature is not None:
+        payload["temperature"] = request.temperature
+    if request.max_tokens is not None:
+        payload["max_tokens"] = request.max_tokens
+    if request.json_mode:
+        payload["response_format"] = {"type": "json_object"}
+    return payload
+
+
+def parse_chat_reply(
+    response: httpx.Response, body: bytes, request: CompletionRequest, model: str
+) -> ProviderReply:
+    """Read a chat.completion body, or classify the failure it describes."""
+    if response.status_code >= 300:
+        raise status_error(response, body)
+    require_json_content_type(response)
+    data = decode_json(body)
+    try:
+        choice = data["choices"][0]
+        content = choice["message"]["content"]
+    except (KeyError, IndexError, TypeError) as exc:
+        raise ProviderError(FailureKind.BAD_RESPONSE, "response has no choices") from exc
+    if not isinstance(content, str) or not content:
+        raise ProviderError(FailureKind.BAD_RESPONSE, "response has an empty message")
+    usage = data.get("usage")
+    if isinstance(usage, dict):
+        prompt_tokens = nonnegative_int(usage.get("prompt_tokens"))
+        completion_tokens = nonnegative_int(usage.get("completion_tokens"))
+    else:
+        prompt_tokens = estimate_tokens(request.messages)
+        completion_tokens = estimate_tokens(content)
+    return ProviderReply(
+        content=content,
+        model=str(data.get("model") or model),
+        prompt_tokens=prompt_tokens,
+        completion_tokens=completion_tokens,
+        finish_reason=choice.get("finish_reason"),
+    )
+
+
+def status_error(response: httpx.Response, body: bytes) -> ProviderError:
+    try:
+        payload = decode_json(body)
+    except ProviderError:
+        payload = None
+    code = error_code(payload)
+    return classify_status(
+        response.status_code,
+        retry_after_s=parse_retry_after(response.headers),
+        code=code,
+        message=f"HTTP {response.status_code}" + (f" ({code})" if code else ""),
+    )
+
+
+class OpenAICompatibleAdapter:
+    """`POST {base}/chat/completions` with `Authorization: Bearer`: OpenAI and Groq."""
+
+    def __init__(self, name: ProviderName, client: httpx.AsyncClient) -> None:
+        self.name = name
+        self._client = client
+
+    async def complete(self, request: CompletionRequest, model: str, key: ApiKey) -> ProviderReply:
+        response, body = await send(
+            self._client,
+            "POST",
+            "chat/completions",
+            headers={
+                "authorization": f"Bearer {key.secret}",
+                "content-type": "application/json",
+            },
+            content=encode_json(chat_payload(request, model)),
+        )
+        return parse_chat_reply(response, body, request, model)
+
+    async def ping(self, key: ApiKey) -> None:
+        response, body = await send(
+            self._client, "GET", "models", headers={"authorization": f"Bearer {key.secret}"}
+        )
+        if response.status_code >= 300:
+            raise status_error(response, body)
+
+    async def aclose(self) -> None:
+        await self._client.aclose()

@@ -1,0 +1,89 @@
+"""Turn HTTP bodies into validated `CompletionRequest`s, enforcing the configured limits.
+
+Everything a caller can get wrong is refused here with a message naming the field, before
+any upstream is called.
+"""
+
+from __future__ import annotations
+
+from app.core.errors import InvalidRequest
+from app.core.settings import Settings
+from app.modules.ai.domain import ChatMessage, CompletionRequest, Role
+from app.modules.ai.routing import ALIASES
+from app.modules.ai.schemas import ChatCompletionBody, CompletionBody
+
+_ROLES = {
+    "system": Role.SYSTEM,
+    "developer": Role.SYSTEM,
+    "user": Role.USER,
+    "assistant": Role.ASSISTANT,
+}
+
+
+def completion_request(body: CompletionBody, settings: Settings) -> CompletionRequest:
+    if body.messages is not None:
+        messages = [ChatMessage(_ROLES[m.role], m.content) for m in body.messages]
+        if body.system:
+            messages.insert(0, ChatMessage(Role.SYSTEM, body.system))
+    else:
+        assert body.prompt is not None  # guaranteed by CompletionBody's validator
+        messages = [ChatMessage(Role.USER, body.prompt)]
+        if body.system:
+            messages.insert(0, ChatMessage(Role.SYSTEM, body.system))
+    return _checked(
+        CompletionRequest(
+            messages=tuple(messages),
+            model=body.model or settings.ai_default_model,
+            temperature=body.temperature,
+            max_tokens=body.max_tokens,
+            json_mode=body.json_mode,
+            intent=body.intent,
+            strategy=body.strategy,
+        ),
+        settings,
+    )
+
+
+def chat_request(body: ChatCompletionBody, settings: Settings) -> CompletionRequest:
+    if body.tools:
+        raise InvalidRequest("'tools' (function calling) is not supported by this gateway")
+    messages: list[ChatMessage] = []
+    for index, message in enumerate(body.messages):
+        if isinstance(message.content, list):
+            if any(part.type != "text" for part in message.content):
+                raise InvalidRequest(f"messages[{index}].content: only text parts are supported")
+            text = "".join(part.text or "" for part in message.content)
+        else:
+            text = message.content or ""
+        if not text:
+            raise InvalidRequest(f"messages[{index}].content must be a non-empty string")
+        messages.append(ChatMessage(_ROLES[message.role], text))
+    json_mode = body.response_format is not None and body.response_format.type != "text"
+    return _checked(
+        CompletionRequest(
+            messages=tuple(messages),
+            model=body.model,
+            temperature=body.temperature,
+            max_tokens=body.max_completion_tokens or body.max_tokens,
+            json_mode=json_mode,
+        ),
+        settings,
+    )
+
+
+def _checked(request: CompletionRequest, settings: Settings) -> CompletionRequest:
+    size = sum(len(m.content) for m in request.messages)
+    if size > settings.ai_max_prompt_chars:
+        raise InvalidRequest(
+            f"prompt is {size} characters; the limit is {settings.ai_max_prompt_chars}"
+        )
+    if not any(m.role is Role.USER for m in request.messages):
+        raise InvalidRequest("messages must include at least one 'user' message")
+    if request.max_tokens is not None and request.max_tokens > settings.ai_max_tokens_limit:
+        raise InvalidRequest(
+            f"max_tokens is {request.max_tokens}; it must be between 1 and "
+            f"{settings.ai_max_tokens_limit}"
+        )
+    if not request.model.strip():
+        raise InvalidRequest(f"model must be an alias ({', '.join(ALIASES)}) or a model name")
+    return request

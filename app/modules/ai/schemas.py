@@ -1,0 +1,151 @@
+"""The AI module's HTTP shapes: the gateway's own API and the OpenAI-compatible one."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from app.core.settings import RoutingStrategy
+from app.modules.ai.domain import Intent
+
+Temperature = Annotated[float, Field(ge=0.0, le=2.0, description="Sampling temperature, 0..2")]
+
+
+class MessageIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    role: Literal["system", "user", "assistant"]
+    content: str = Field(min_length=1)
+
+
+class CompletionBody(BaseModel):
+    """`POST /v1/ai/completions`: either `prompt` (with an optional `system`) or `messages`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    prompt: str | None = Field(default=None, min_length=1)
+    messages: list[MessageIn] | None = Field(default=None, min_length=1)
+    system: str | None = Field(default=None, min_length=1)
+    model: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        description="Alias (fast, quality), a model name, or provider/model; default fast",
+    )
+    temperature: Temperature | None = None
+    max_tokens: int | None = Field(default=None, ge=1)
+    json_mode: bool = False
+    intent: Intent | None = None
+    strategy: RoutingStrategy | None = None
+    timeout_s: float | None = Field(
+        default=None, gt=0, le=600, description="Deadline for this request, at most the server's"
+    )
+
+    @model_validator(mode="after")
+    def _one_input(self) -> CompletionBody:
+        if (self.prompt is None) == (self.messages is None):
+            raise ValueError("send exactly one of 'prompt' or 'messages'")
+        return self
+
+
+class UsageOut(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class AttemptOut(BaseModel):
+    provider: str
+    model: str | None
+    outcome: Literal["success", "error", "skipped"]
+    error_type: str | None
+    latency_ms: float
+
+
+class CompletionOut(BaseModel):
+    content: str
+    provider: str
+    model: str
+    usage: UsageOut
+    cost_usd: float
+    latency_ms: float
+    cached: bool
+    attempts: list[AttemptOut]
+
+
+# --- OpenAI-compatible -------------------------------------------------------------------
+
+
+class ContentPart(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    type: str
+    text: str | None = None
+
+
+class ChatMessageIn(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    role: Literal["system", "developer", "user", "assistant"]
+    content: str | list[ContentPart] | None = None
+    name: str | None = None
+
+
+class ResponseFormat(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    type: Literal["text", "json_object", "json_schema"]
+
+
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    include_usage: bool = False
+
+
+class ChatCompletionBody(BaseModel):
+    """The subset of OpenAI's Chat Completions request the gateway honours; unknown fields
+    are accepted and ignored, as OpenAI's SDKs send some by default."""
+
+    model_config = ConfigDict(extra="allow")
+
+    model: str = Field(min_length=1, max_length=200)
+    messages: list[ChatMessageIn] = Field(min_length=1)
+    temperature: Temperature | None = None
+    max_tokens: int | None = Field(default=None, ge=1)
+    max_completion_tokens: int | None = Field(default=None, ge=1)
+    response_format: ResponseFormat | None = None
+    stream: bool | None = False
+    stream_options: StreamOptions | None = None
+    n: int | None = Field(default=None, ge=1, le=1, description="Only one choice is supported")
+    tools: list[dict[str, Any]] | None = None
+
+
+class ChatMessageOut(BaseModel):
+    role: Literal["assistant"] = "assistant"
+    content: str
+
+
+class ChoiceOut(BaseModel):
+    index: int
+    message: ChatMessageOut
+    finish_reason: str
+    logprobs: None = None
+
+
+class ChatCompletionOut(BaseModel):
+    id: str
+    object: Literal["chat.completion"] = "chat.completion"
+    created: int
+    model: str
+    choices: list[ChoiceOut]
+    usage: UsageOut
+    provider: str = Field(description="Gateway extension: the provider that answered")
+    cost_usd: float = Field(description="Gateway extension: cost of this call in USD")
+
+
+class HealthOut(BaseModel):
+    status: Literal["ok", "ready", "not_ready"]
+    providers_configured: list[str] = Field(default_factory=list)
+    detail: str | None = None
