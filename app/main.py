@@ -9,9 +9,11 @@ from litestar import Litestar
 from litestar.openapi import OpenAPIConfig
 
 from app.container import make_container
+from app.core.metrics_endpoint import metrics
 from app.core.problems import problem_response
 from app.core.settings import Settings
 from app.modules.ai.controller import AIController, HealthController
+from app.modules.ai.health import HealthService
 from app.modules.ai.service import UnifiedAIService
 
 
@@ -19,17 +21,19 @@ def create_app(settings: Settings | None = None, *overrides: Provider) -> Litest
     settings = settings or Settings()
     container = make_container(settings, *overrides)
 
-    async def warm_up() -> None:
+    async def start() -> None:
         # Build clients and guards at start, not on the first request.
         await container.get(UnifiedAIService)
+        (await container.get(HealthService)).start()
 
-    async def close_container() -> None:
+    async def stop() -> None:
+        await (await container.get(HealthService)).stop()
         await container.close()
 
     app = Litestar(
-        route_handlers=[AIController, HealthController],
-        on_startup=[warm_up],
-        on_shutdown=[close_container],
+        route_handlers=[AIController, HealthController, metrics],
+        on_startup=[start],
+        on_shutdown=[stop],
         exception_handlers={Exception: problem_response},
         openapi_config=OpenAPIConfig(
             title="Literature AI Gateway",

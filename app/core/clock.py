@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
@@ -14,6 +15,8 @@ class Clock(Protocol):
 
     def now(self) -> datetime: ...
 
+    async def sleep(self, seconds: float) -> None: ...
+
 
 class SystemClock:
     """The real clock."""
@@ -23,6 +26,9 @@ class SystemClock:
 
     def now(self) -> datetime:
         return datetime.now(UTC)
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
 
 
 class ManualClock:
@@ -37,6 +43,11 @@ class ManualClock:
 
     def now(self) -> datetime:
         return self._wall
+
+    async def sleep(self, seconds: float) -> None:
+        """Sleeping moves this clock forward at once (and yields to the loop once)."""
+        self.advance(seconds)
+        await asyncio.sleep(0)
 
     def advance(self, seconds: float) -> None:
         self._mono += seconds

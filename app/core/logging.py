@@ -14,3 +14,5 @@ def configure_logging(level: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    # httpx logs every request URL at INFO; our own events say what matters.
+    logging.getLogger("httpx").setLevel(logging.WARNING)

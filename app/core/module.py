@@ -1,11 +1,16 @@
-"""What every module may depend on: settings (from context), the clock."""
+"""What every module may depend on: settings (from context), the clock, randomness and the
+app's own metrics pipeline."""
 
 from __future__ import annotations
+
+import random
+from collections.abc import Iterator
 
 from dishka import Provider, Scope, from_context, provide
 
 from app.core.clock import Clock, SystemClock
 from app.core.settings import Settings
+from app.core.telemetry import Telemetry
 
 
 class CoreModule(Provider):
@@ -16,3 +21,13 @@ class CoreModule(Provider):
     @provide
     def clock(self) -> Clock:
         return SystemClock()
+
+    @provide
+    def rng(self) -> random.Random:
+        return random.Random()  # noqa: S311 - backoff jitter, not cryptography
+
+    @provide
+    def telemetry(self) -> Iterator[Telemetry]:
+        telemetry = Telemetry()
+        yield telemetry
+        telemetry.shutdown()

@@ -8,6 +8,8 @@ from typing import Any
 
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
+from litestar.openapi import ResponseSpec
+from pydantic import BaseModel, ConfigDict
 
 from app.core.errors import PROBLEM_BASE, GatewayError
 
@@ -111,3 +113,54 @@ def openai_error_response(request: Request[Any, Any, Any], exc: Exception) -> Re
         "code": body["type"].removeprefix(PROBLEM_BASE),
     }
     return Response({"error": error}, status_code=status, headers=headers)
+
+
+class ProblemOut(BaseModel):
+    """RFC 9457 problem details, as every gateway error is sent (documentation model)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    instance: str | None = None
+    errors: list[dict[str, Any]] | None = None
+
+
+class OpenAIErrorBody(BaseModel):
+    message: str
+    type: str
+    param: str | None
+    code: str | None
+
+
+class OpenAIErrorOut(BaseModel):
+    """OpenAI's error envelope, used on the OpenAI-compatible routes (documentation model)."""
+
+    error: OpenAIErrorBody
+
+
+def problem_responses(*statuses: int) -> dict[int, ResponseSpec]:
+    return {
+        status: ResponseSpec(ProblemOut, description=_DESCRIPTIONS[status], media_type=PROBLEM_JSON)
+        for status in statuses
+    }
+
+
+def openai_error_responses(*statuses: int) -> dict[int, ResponseSpec]:
+    return {
+        status: ResponseSpec(OpenAIErrorOut, description=_DESCRIPTIONS[status])
+        for status in statuses
+    }
+
+
+_DESCRIPTIONS = {
+    400: "The request is invalid; `detail` says what to fix",
+    401: "Missing or unknown API key",
+    404: "The pinned model does not exist at its provider",
+    413: "The request is too large",
+    429: "Too many requests; see Retry-After",
+    503: "No provider could answer; see Retry-After",
+    504: "The request's deadline passed before a provider answered",
+}

@@ -51,6 +51,12 @@ class ProviderSettings(BaseSettings):
     timeout_s: float = Field(default=15.0, gt=0, le=300)
     # Connections kept to this upstream; each is one request in flight.
     max_connections: int = Field(default=200, ge=1, le=10_000)
+    # Consecutive provider faults that open the breaker, and how long it stays open.
+    breaker_fail_max: int = Field(default=5, ge=1)
+    breaker_reset_timeout_s: float = Field(default=30.0, gt=0)
+    # Client-side limits per key (None: no limit); at the limit the call moves on at once.
+    rpm_per_key: int | None = Field(default=None, ge=1)
+    tpm_per_key: int | None = Field(default=None, ge=1)
 
     _split = field_validator("api_keys", "fast_models", "quality_models", mode="before")(split_csv)
 
@@ -84,6 +90,8 @@ class GroqSettings(ProviderSettings):
         default_factory=lambda: ["llama-3.3-70b-versatile", "llama3-70b-8192"]
     )
     timeout_s: float = Field(default=5.0, gt=0, le=300)
+    # Groq free tier: 30 requests per minute per key.
+    rpm_per_key: int | None = Field(default=30, ge=1)
 
 
 class GeminiSettings(ProviderSettings):
@@ -167,6 +175,28 @@ class Settings(BaseSettings):
     # Bounds on caller input, checked before any upstream call.
     ai_max_prompt_chars: int = Field(default=200_000, ge=1)
     ai_max_tokens_limit: int = Field(default=8192, ge=1)
+    # Adaptive timeout: p95 of recent successes x multiplier, clamped to [min, max]; the
+    # provider's timeout_s until min_samples successes are in the window.
+    ai_timeout_multiplier: float = Field(default=1.5, ge=1.0)
+    ai_timeout_min_s: float = Field(default=1.0, gt=0)
+    ai_timeout_max_s: float = Field(default=60.0, gt=0)
+    ai_timeout_min_samples: int = Field(default=20, ge=1)
+    # The rolling window behind the adaptive timeout, routing by latency and passive health.
+    ai_latency_window_samples: int = Field(default=200, ge=1)
+    ai_latency_window_s: float = Field(default=300.0, gt=0)
+    # Retries of one provider (only when no other provider is available), with full jitter.
+    ai_retry_max: int = Field(default=2, ge=0, le=10)
+    ai_retry_base_s: float = Field(default=0.2, ge=0)
+    ai_retry_cap_s: float = Field(default=5.0, ge=0)
+    # Retry budget: retries stay under this share of requests in the window (Envoy: 20 %).
+    ai_retry_budget_ratio: float = Field(default=0.2, ge=0, le=1)
+    ai_retry_budget_min: int = Field(default=3, ge=0)
+    ai_retry_budget_window_s: float = Field(default=10.0, gt=0)
+    # Health: a free probe per provider (model or deployment list) every interval.
+    ai_health_probe_interval_s: float = Field(default=30.0, gt=0)
+    ai_health_probe_timeout_s: float = Field(default=5.0, gt=0)
+    ai_health_degraded_error_rate: float = Field(default=0.1, ge=0, le=1)
+    ai_health_unhealthy_error_rate: float = Field(default=0.5, ge=0, le=1)
     # Price overrides, JSON: {"model": {"input": 0.15, "output": 0.6}} (USD per 1M tokens).
     ai_prices: dict[str, ModelPrice] = Field(default_factory=dict)
     # Models served free whatever their name (Groq's free tier).
@@ -193,6 +223,8 @@ class Settings(BaseSettings):
     def _priority_complete(self) -> Settings:
         if len(set(self.ai_provider_priority)) != len(self.ai_provider_priority):
             raise ValueError("AI_PROVIDER_PRIORITY lists a provider twice")
+        if self.ai_timeout_min_s > self.ai_timeout_max_s:
+            raise ValueError("AI_TIMEOUT_MIN_S must not exceed AI_TIMEOUT_MAX_S")
         return self
 
     def provider(self, name: ProviderName) -> ProviderSettings:

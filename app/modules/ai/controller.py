@@ -11,13 +11,16 @@ from dishka import FromDishka
 from dishka.integrations.litestar import inject
 from litestar import Controller, Response, get, post
 from litestar.exceptions import ValidationException
+from litestar.openapi import ResponseSpec
+from litestar.params import JSONBody
 from litestar.response import Stream
 from litestar.status_codes import HTTP_200_OK, HTTP_503_SERVICE_UNAVAILABLE
 
 from app.core.errors import GatewayError
-from app.core.problems import openai_error_response
+from app.core.problems import openai_error_response, openai_error_responses, problem_responses
 from app.core.settings import Settings
 from app.modules.ai.domain import AIResponse
+from app.modules.ai.health import HealthService, HealthStatus
 from app.modules.ai.requests import chat_request, completion_request
 from app.modules.ai.schemas import (
     AttemptOut,
@@ -28,6 +31,9 @@ from app.modules.ai.schemas import (
     CompletionBody,
     CompletionOut,
     HealthOut,
+    ProbeOut,
+    ProviderHealthOut,
+    ProvidersHealthOut,
     UsageOut,
 )
 from app.modules.ai.service import UnifiedAIService
@@ -45,11 +51,13 @@ class AIController(Controller):
     path = "/v1"
     tags = ("ai",)
 
-    @post("/ai/completions", status_code=HTTP_200_OK)
+    @post(
+        "/ai/completions", status_code=HTTP_200_OK, responses=problem_responses(400, 404, 503, 504)
+    )
     @inject
     async def complete(
         self,
-        data: CompletionBody,
+        data: JSONBody[CompletionBody],
         service: FromDishka[UnifiedAIService],
         settings: FromDishka[Settings],
     ) -> CompletionOut:
@@ -80,6 +88,7 @@ class AIController(Controller):
     @post(
         "/chat/completions",
         status_code=HTTP_200_OK,
+        responses=openai_error_responses(400, 404, 503, 504),
         exception_handlers={
             GatewayError: openai_error_response,
             ValidationException: openai_error_response,
@@ -88,7 +97,7 @@ class AIController(Controller):
     @inject
     async def chat_completions(
         self,
-        data: ChatCompletionBody,
+        data: JSONBody[ChatCompletionBody],
         service: FromDishka[UnifiedAIService],
         settings: FromDishka[Settings],
     ) -> ChatCompletionOut | Stream:
@@ -158,16 +167,69 @@ class HealthController(Controller):
         """The process is up and serving HTTP."""
         return HealthOut(status="ok")
 
-    @get("/ready")
+    @get(
+        "/ready",
+        responses={503: ResponseSpec(HealthOut, description="No configured provider is usable")},
+    )
     @inject
-    async def ready(self, service: FromDishka[UnifiedAIService]) -> Response[HealthOut]:
-        """Ready when at least one provider is configured."""
-        configured = [name.value for name in service.guards]
-        if configured:
-            return Response(HealthOut(status="ready", providers_configured=configured))
+    async def ready(self, health: FromDishka[HealthService]) -> Response[HealthOut]:
+        """Ready when at least one configured provider is not unhealthy."""
+        reports = [h for h in health.all() if h.status is not HealthStatus.NOT_CONFIGURED]
+        configured = [h.provider.value for h in reports]
+        usable = [h.provider.value for h in reports if h.status is not HealthStatus.UNHEALTHY]
+        if usable:
+            return Response(
+                HealthOut(status="ready", providers_configured=configured, providers_usable=usable)
+            )
+        detail = (
+            "every configured provider is unhealthy"
+            if configured
+            else "no AI provider is configured (set an API key)"
+        )
         return Response(
-            HealthOut(status="not_ready", detail="no AI provider is configured (set an API key)"),
+            HealthOut(status="not_ready", providers_configured=configured, detail=detail),
             status_code=HTTP_503_SERVICE_UNAVAILABLE,
+        )
+
+    @get("/ai-providers")
+    @inject
+    async def providers(self, health: FromDishka[HealthService]) -> ProvidersHealthOut:
+        """Each provider's health: status and reasons, latency, error rate, breaker state,
+        adaptive timeout, keys, and the last free probe."""
+        reports = health.all()
+        configured = [h for h in reports if h.status is not HealthStatus.NOT_CONFIGURED]
+        if any(h.status is HealthStatus.HEALTHY for h in configured):
+            overall = "healthy"
+        elif any(h.status is HealthStatus.DEGRADED for h in configured):
+            overall = "degraded"
+        else:
+            overall = "unhealthy"
+        return ProvidersHealthOut(
+            status=overall,
+            providers=[
+                ProviderHealthOut(
+                    provider=h.provider.value,
+                    status=h.status.value,
+                    reasons=list(h.reasons),
+                    p50_ms=h.p50_ms,
+                    p95_ms=h.p95_ms,
+                    error_rate=None if h.error_rate is None else round(h.error_rate, 4),
+                    samples=h.samples,
+                    breaker_state=h.breaker_state,
+                    timeout_s=h.timeout_s,
+                    keys_total=h.keys_total,
+                    keys_available=h.keys_available,
+                    last_check=None
+                    if h.last_check is None
+                    else ProbeOut(
+                        ok=h.last_check.ok,
+                        at=h.last_check.at.isoformat(),
+                        latency_ms=round(h.last_check.latency_ms, 3),
+                        error=h.last_check.error,
+                    ),
+                )
+                for h in reports
+            ],
         )
 
 

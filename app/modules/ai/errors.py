@@ -79,6 +79,12 @@ class UnknownModel(InvalidRequest):
     title = "Unknown model"
 
 
+class ModelNotFound(GatewayError):
+    status = 404
+    slug = "model-not-found"
+    title = "Model not found"
+
+
 class UpstreamRejected(GatewayError):
     status = 400
     slug = "upstream-rejected"

@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import random
 from collections.abc import AsyncIterator
 
 from dishka import Provider, Scope, provide
 
 from app.core.clock import Clock
 from app.core.settings import ProviderName, Settings
+from app.core.telemetry import Telemetry
+from app.modules.ai.health import HealthService
+from app.modules.ai.metrics import AIMetrics
 from app.modules.ai.pricing import PriceTable
 from app.modules.ai.providers import KeyPool, build_adapter
-from app.modules.ai.resilience import GuardedProvider
-from app.modules.ai.resilience.guard import ProviderGuards
+from app.modules.ai.resilience.breaker import AsyncCircuitBreaker
+from app.modules.ai.resilience.guard import GuardedProvider, GuardParts, ProviderGuards
+from app.modules.ai.resilience.ratelimit import make_limiter
+from app.modules.ai.resilience.retry import BackoffPolicy, RetryBudget
+from app.modules.ai.resilience.timeout import TimeoutPolicy
 from app.modules.ai.routing import Router
 from app.modules.ai.service import UnifiedAIService
 from app.modules.ai.stats import ProviderStats
@@ -24,23 +31,96 @@ class AIModule(Provider):
     service = provide(UnifiedAIService)
 
     @provide
-    async def guards(self, settings: Settings, clock: Clock) -> AsyncIterator[ProviderGuards]:
+    def metrics(self, telemetry: Telemetry, settings: Settings) -> AIMetrics:
+        known = set(settings.prices())
+        for name in ProviderName:
+            section = settings.provider(name)
+            known.update(section.models_for("fast") + section.models_for("quality"))
+        return AIMetrics(telemetry.meter, frozenset(known))
+
+    @provide
+    async def guards(
+        self, settings: Settings, clock: Clock, rng: random.Random, metrics: AIMetrics
+    ) -> AsyncIterator[ProviderGuards]:
         """One guarded adapter, with its own HTTP client, per configured provider."""
         guards = ProviderGuards()
         for name in ProviderName:
             section = settings.provider(name)
             if not section.configured:
                 continue
+            keys = section.all_keys()
+            parts = GuardParts(
+                breaker=AsyncCircuitBreaker(
+                    name.value,
+                    clock,
+                    fail_max=section.breaker_fail_max,
+                    reset_timeout_s=section.breaker_reset_timeout_s,
+                ),
+                timeout=TimeoutPolicy(
+                    default_s=section.timeout_s,
+                    min_s=settings.ai_timeout_min_s,
+                    max_s=settings.ai_timeout_max_s,
+                    multiplier=settings.ai_timeout_multiplier,
+                    min_samples=settings.ai_timeout_min_samples,
+                ),
+                backoff=BackoffPolicy(
+                    base_s=settings.ai_retry_base_s,
+                    cap_s=settings.ai_retry_cap_s,
+                    max_retries=settings.ai_retry_max,
+                ),
+                retry_budget=RetryBudget(
+                    clock,
+                    ratio=settings.ai_retry_budget_ratio,
+                    min_retries=settings.ai_retry_budget_min,
+                    window_s=settings.ai_retry_budget_window_s,
+                ),
+                key_limiters=tuple(
+                    make_limiter(clock, rpm=section.rpm_per_key, tpm=section.tpm_per_key)
+                    for _ in keys
+                ),
+                stats=ProviderStats(
+                    clock,
+                    max_samples=settings.ai_latency_window_samples,
+                    window_s=settings.ai_latency_window_s,
+                ),
+            )
             guards[name] = GuardedProvider(
                 build_adapter(name, settings),
-                KeyPool(section.all_keys(), clock),
+                KeyPool(keys, clock),
                 section,
-                clock,
-                ProviderStats(clock),
+                parts,
+                clock=clock,
+                rng=rng,
+                metrics=metrics,
             )
+        metrics.gauge(
+            "ai_provider_circuit_breaker_state",
+            "",
+            "Circuit breaker state per provider: 0 closed, 1 open, 2 half-open",
+            lambda: [(float(g.breaker.state), {"provider": n.value}) for n, g in guards.items()],
+        )
+        metrics.gauge(
+            "ai_provider_timeout",
+            "s",
+            "Current adaptive timeout per provider",
+            lambda: [(g.timeout_s(), {"provider": n.value}) for n, g in guards.items()],
+        )
         yield guards
         for guard in guards.values():
             await guard.adapter.aclose()
+
+    @provide
+    def health(
+        self, settings: Settings, guards: ProviderGuards, clock: Clock, metrics: AIMetrics
+    ) -> HealthService:
+        health = HealthService(settings, guards, clock)
+        metrics.gauge(
+            "ai_provider_health",
+            "",
+            "Provider health: 1 healthy, 0.5 degraded, 0 unhealthy",
+            lambda: [(health.provider(n).status.gauge, {"provider": n.value}) for n in guards],
+        )
+        return health
 
     @provide
     def router(self, settings: Settings, prices: PriceTable, guards: ProviderGuards) -> Router:

@@ -48,7 +48,7 @@ def chat_request(body: ChatCompletionBody, settings: Settings) -> CompletionRequ
     if body.tools:
         raise InvalidRequest("'tools' (function calling) is not supported by this gateway")
     messages: list[ChatMessage] = []
-    for index, message in enumerate(body.messages):
+    for message in body.messages:
         if isinstance(message.content, list):
             if any(part.type != "text" for part in message.content):
                 raise InvalidRequest(f"messages[{index}].content: only text parts are supported")

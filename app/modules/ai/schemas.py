@@ -78,17 +78,19 @@ class CompletionOut(BaseModel):
 
 
 class ContentPart(BaseModel):
+    """Only text parts: images and audio are not routed by this gateway."""
+
     model_config = ConfigDict(extra="allow")
 
-    type: str
-    text: str | None = None
+    type: Literal["text"]
+    text: str = Field(min_length=1)
 
 
 class ChatMessageIn(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     role: Literal["system", "developer", "user", "assistant"]
-    content: str | list[ContentPart] | None = None
+    content: Annotated[str, Field(min_length=1)] | Annotated[list[ContentPart], Field(min_length=1)]
     name: str | None = None
 
 
@@ -148,4 +150,32 @@ class ChatCompletionOut(BaseModel):
 class HealthOut(BaseModel):
     status: Literal["ok", "ready", "not_ready"]
     providers_configured: list[str] = Field(default_factory=list)
+    providers_usable: list[str] = Field(default_factory=list)
     detail: str | None = None
+
+
+class ProbeOut(BaseModel):
+    ok: bool
+    at: str = Field(description="When the probe ran (UTC, ISO 8601)")
+    latency_ms: float
+    error: str | None
+
+
+class ProviderHealthOut(BaseModel):
+    provider: str
+    status: Literal["healthy", "degraded", "unhealthy", "not_configured"]
+    reasons: list[str]
+    p50_ms: float | None
+    p95_ms: float | None
+    error_rate: float | None
+    samples: int
+    breaker_state: Literal["closed", "open", "half_open"] | None
+    timeout_s: float | None
+    keys_total: int
+    keys_available: int
+    last_check: ProbeOut | None
+
+
+class ProvidersHealthOut(BaseModel):
+    status: Literal["healthy", "degraded", "unhealthy"]
+    providers: list[ProviderHealthOut]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
 from app.core.clock import Clock
@@ -18,13 +17,15 @@ from app.modules.ai.errors import (
     AllProvidersFailed,
     DeadlineExceeded,
     FailureKind,
+    ModelNotFound,
     ProviderError,
     UpstreamRejected,
 )
+from app.modules.ai.metrics import AIMetrics
 from app.modules.ai.pricing import PriceTable
 from app.modules.ai.resilience import GuardedProvider, ProviderSkipped
 from app.modules.ai.resilience.guard import ProviderGuards
-from app.modules.ai.routing import Router
+from app.modules.ai.routing import ALIASES, Route, Router
 
 # When a provider failed with no hint of when it recovers, callers may come back after this.
 DEFAULT_RETRY_AFTER_S = 1.0
@@ -47,15 +48,17 @@ class UnifiedAIService:
         router: Router,
         prices: PriceTable,
         clock: Clock,
+        metrics: AIMetrics,
     ) -> None:
         self._settings = settings
         self._guards = guards
         self._router = router
         self._prices = prices
         self._clock = clock
+        self._metrics = metrics
 
     @property
-    def guards(self) -> Mapping[ProviderName, GuardedProvider]:
+    def guards(self) -> ProviderGuards:
         return self._guards
 
     async def complete(
@@ -64,9 +67,27 @@ class UnifiedAIService:
         started = self._clock.monotonic()
         limit = self._settings.ai_request_deadline_s
         deadline = started + (min(deadline_s, limit) if deadline_s else limit)
+        plan = self._router.plan(request.model, request.strategy)
         attempts: list[Attempt] = []
+        try:
+            response = await self._walk(plan, request, started, deadline, attempts)
+        finally:
+            upstream_ms = sum(a.latency_ms for a in attempts)
+            total_ms = (self._clock.monotonic() - started) * 1000
+            self._metrics.overhead.record(max(0.0, total_ms - upstream_ms) / 1000)
+        return replace(response, latency_ms=total_ms, attempts=tuple(attempts))
+
+    async def _walk(
+        self,
+        plan: list[Route],
+        request: CompletionRequest,
+        started: float,
+        deadline: float,
+        attempts: list[Attempt],
+    ) -> AIResponse:
         verdicts: list[ProviderVerdict] = []
-        for route in self._router.plan(request.model, request.strategy):
+        failed_from: ProviderName | None = None
+        for index, route in enumerate(plan):
             guard = self._guards.get(route.provider)
             if guard is None:
                 attempts.append(
@@ -74,15 +95,34 @@ class UnifiedAIService:
                 )
                 verdicts.append(ProviderVerdict(route.provider, "not configured", None))
                 continue
-            verdict = await self._try_provider(guard, route.models, request, deadline, attempts)
-            if isinstance(verdict, AIResponse):
-                return self._finish(verdict, started, attempts)
-            verdicts.append(verdict)
+            if failed_from is not None:
+                self._metrics.fallbacks.add(
+                    1, {"from_provider": failed_from.value, "to_provider": route.provider.value}
+                )
+            # Retry a provider only when no later provider could take the call instead.
+            may_retry = not any(
+                (g := self._guards.get(r.provider)) is not None and g.available()
+                for r in plan[index + 1 :]
+            )
+            outcome = await self._try_provider(
+                guard, route.models, request, deadline, attempts, may_retry
+            )
+            if isinstance(outcome, AIResponse):
+                return outcome
+            verdicts.append(outcome)
+            failed_from = route.provider
             if self._clock.monotonic() >= deadline:
                 raise DeadlineExceeded(
                     f"no provider answered within {deadline - started:.1f}s",
                     extra={"providers": _reasons(verdicts), "attempts": _attempts(attempts)},
                 )
+        pinned = request.model not in ALIASES
+        if pinned and attempts and all(a.error_type == FailureKind.NOT_FOUND for a in attempts):
+            raise ModelNotFound(
+                f"{plan[0].provider.value} has no model {plan[0].models[0]!r}; use an alias "
+                f"({', '.join(ALIASES)}) or a model the provider serves",
+                extra={"attempts": _attempts(attempts)},
+            )
         waits = [v.retry_after_s for v in verdicts if v.retry_after_s is not None]
         raise AllProvidersFailed(
             "no provider could answer: "
@@ -98,13 +138,16 @@ class UnifiedAIService:
         request: CompletionRequest,
         deadline: float,
         attempts: list[Attempt],
+        may_retry: bool,
     ) -> AIResponse | ProviderVerdict:
         """Walk one provider's model chain: rate limits and missing models move to the next
         model, faults of the provider itself move on to the next provider."""
         verdict = ProviderVerdict(guard.name, "no model tried", None)
         for model in models:
             try:
-                reply = await guard.complete(request, model, deadline, attempts)
+                reply = await guard.complete(
+                    request, model, deadline, attempts, may_retry=may_retry
+                )
             except ProviderSkipped as skip:
                 attempts.append(Attempt(guard.name, model, AttemptOutcome.SKIPPED, skip.reason))
                 return ProviderVerdict(
@@ -119,37 +162,36 @@ class UnifiedAIService:
                         extra={"attempts": _attempts(attempts)},
                     ) from error
                 verdict = ProviderVerdict(
-                    guard.name,
-                    f"{error.kind.value} on {model}",
-                    _retry_hint(guard, error),
+                    guard.name, f"{error.kind.value} on {model}", _retry_hint(guard, error)
                 )
                 if error.kind in (FailureKind.RATE_LIMITED, FailureKind.NOT_FOUND):
                     continue
                 return verdict
-            usage = Usage(reply.prompt_tokens, reply.completion_tokens)
+            cost = self._prices.cost(
+                guard.name, model, reply.prompt_tokens, reply.completion_tokens
+            )
+            self._metrics.usage(
+                guard.name.value, model, reply.prompt_tokens, reply.completion_tokens, cost
+            )
             return AIResponse(
                 content=reply.content,
                 provider=guard.name,
                 model=reply.model,
-                usage=usage,
-                cost_usd=self._prices.cost(
-                    guard.name, model, reply.prompt_tokens, reply.completion_tokens
-                ),
+                usage=Usage(reply.prompt_tokens, reply.completion_tokens),
+                cost_usd=cost,
                 latency_ms=0.0,
                 finish_reason=reply.finish_reason,
             )
         return verdict
 
-    def _finish(self, response: AIResponse, started: float, attempts: list[Attempt]) -> AIResponse:
-        latency_ms = (self._clock.monotonic() - started) * 1000
-        return replace(response, latency_ms=latency_ms, attempts=tuple(attempts))
-
 
 def _retry_hint(guard: GuardedProvider, error: ProviderError) -> float | None:
-    if error.kind is FailureKind.RATE_LIMITED:
-        return guard.keys.wake_in()
-    if error.kind is FailureKind.AUTH:
-        return None if guard.keys.usable() == 0 else DEFAULT_RETRY_AFTER_S
+    """When this provider may be worth trying again."""
+    if error.kind is FailureKind.AUTH and guard.keys.usable() == 0:
+        return None
+    blocked = guard.retry_after_s()
+    if blocked is not None:
+        return blocked
     return error.retry_after_s or DEFAULT_RETRY_AFTER_S
 
 

@@ -50,6 +50,14 @@ class KeyPool:
             return key
         return None
 
+    def peek(self) -> ApiKey | None:
+        """A usable key for a free probe, without moving the round-robin turn."""
+        now = self._clock.monotonic()
+        usable = [k for k in self._keys if not k.disabled]
+        free = [k for k in usable if k.resting_until <= now]
+        candidates = free or usable
+        return candidates[0] if candidates else None
+
     def rest(self, key: ApiKey, seconds: float) -> None:
         key.resting_until = max(key.resting_until, self._clock.monotonic() + seconds)
 

@@ -1,22 +1,37 @@
-"""One provider's guard: picks a key, bounds the call in time, and books the outcome.
+"""One provider's guard, composed around its adapter from outside:
 
-The service asks a guard for one model's answer; the guard decides whether the provider may
-be called now (a key is free) and returns the reply or a classified `ProviderError`.
+    key (round-robin, resting, per-key rate limit) -> circuit breaker admission
+      -> adaptive timeout around the call -> outcome booked (breaker, stats, metrics)
+      -> bounded retry with jittered backoff, only when the service says no other
+         provider is left and the retry budget allows
+
+The guard is the single owner of retries; adapters never retry and the service only fails
+over.
 """
 
 from __future__ import annotations
 
 import asyncio
+import random
+from dataclasses import dataclass
 
 from app.core.clock import Clock
 from app.core.settings import ProviderName, ProviderSettings
 from app.modules.ai.domain import Attempt, AttemptOutcome, CompletionRequest, ProviderReply
 from app.modules.ai.errors import FailureKind, ProviderError
-from app.modules.ai.providers import KeyPool, ProviderAdapter
+from app.modules.ai.metrics import AIMetrics
+from app.modules.ai.providers import ApiKey, KeyPool, ProviderAdapter
+from app.modules.ai.providers.tokens import estimate_tokens
+from app.modules.ai.resilience.breaker import AsyncCircuitBreaker, Ticket
+from app.modules.ai.resilience.ratelimit import RateLimiter, Unlimited
+from app.modules.ai.resilience.retry import BackoffPolicy, RetryBudget
+from app.modules.ai.resilience.timeout import TimeoutPolicy
 from app.modules.ai.stats import ProviderStats
 
 # How long a key rests after a 429 that named no Retry-After.
 DEFAULT_RATE_LIMIT_REST_S = 60.0
+# Output tokens assumed for rate limiting when the caller set no max_tokens.
+DEFAULT_COMPLETION_TOKENS = 256
 
 
 class ProviderSkipped(Exception):
@@ -28,27 +43,62 @@ class ProviderSkipped(Exception):
         self.retry_after_s = retry_after_s
 
 
+@dataclass(frozen=True, slots=True)
+class GuardParts:
+    """Everything a guard is made of, built once at start by the module."""
+
+    breaker: AsyncCircuitBreaker
+    timeout: TimeoutPolicy
+    backoff: BackoffPolicy
+    retry_budget: RetryBudget
+    key_limiters: tuple[RateLimiter | Unlimited, ...]
+    stats: ProviderStats
+
+
 class GuardedProvider:
     def __init__(
         self,
         adapter: ProviderAdapter,
         keys: KeyPool,
         settings: ProviderSettings,
+        parts: GuardParts,
+        *,
         clock: Clock,
-        stats: ProviderStats,
+        rng: random.Random,
+        metrics: AIMetrics,
     ) -> None:
         self.adapter = adapter
         self.keys = keys
         self.settings = settings
-        self.stats = stats
+        self.breaker = parts.breaker
+        self.stats = parts.stats
+        self._timeout = parts.timeout
+        self._backoff = parts.backoff
+        self._budget = parts.retry_budget
+        self._limiters = parts.key_limiters
         self._clock = clock
+        self._rng = rng
+        self._metrics = metrics
 
     @property
     def name(self) -> ProviderName:
         return self.adapter.name
 
     def timeout_s(self) -> float:
-        return self.settings.timeout_s
+        """The adaptive timeout now: p95 of recent successes x 1.5, clamped."""
+        return self._timeout.current(self.stats.success_latencies())
+
+    def available(self) -> bool:
+        """Could a call go out now (breaker admits, some key free)? Takes nothing."""
+        return self.breaker.would_admit() and self.keys.available() > 0
+
+    def retry_after_s(self) -> float | None:
+        """When this provider may next be tried, if it is blocked now."""
+        waits = [self.breaker.open_remaining_s()]
+        if self.keys.available() == 0 and (wake := self.keys.wake_in()) is not None:
+            waits.append(wake)
+        wait = max(waits)
+        return wait if wait > 0 else None
 
     async def complete(
         self,
@@ -56,49 +106,130 @@ class GuardedProvider:
         model: str,
         deadline: float,
         attempts: list[Attempt],
+        *,
+        may_retry: bool = False,
     ) -> ProviderReply:
-        """Call `model` with the next free key; a refused key is retired and the next tried."""
+        """One model's answer, or ProviderSkipped / a classified ProviderError."""
+        tokens = estimate_tokens(request.messages) + (
+            request.max_tokens or DEFAULT_COMPLETION_TOKENS
+        )
+        self._budget.record_request()
+        retries = 0
         while True:
-            key = self.keys.acquire()
-            if key is None:
-                raise ProviderSkipped("no_key_available", self.keys.wake_in())
-            started = self._clock.monotonic()
-            budget = min(self.timeout_s(), deadline - started)
-            if budget <= 0:
-                raise ProviderSkipped("deadline")
             try:
-                async with asyncio.timeout(budget):
-                    reply = await self.adapter.complete(request, model, key)
-            except TimeoutError:
-                error = ProviderError(FailureKind.TIMEOUT, f"no answer within {budget:.1f}s")
-            except ProviderError as exc:
-                error = exc
-            else:
-                elapsed = self._clock.monotonic() - started
-                self.stats.record(elapsed, ok=True)
-                attempts.append(
-                    Attempt(self.name, model, AttemptOutcome.SUCCESS, None, elapsed * 1000, 200)
-                )
-                return reply
+                return await self._attempt(request, model, deadline, attempts, tokens)
+            except ProviderError as error:
+                if error.kind is FailureKind.AUTH:
+                    continue  # the refused key is retired; the next key gets its own try
+                delay = self._retry_delay(error, retries, deadline, may_retry)
+                if delay is None:
+                    raise
+                retries += 1
+                self._metrics.retries.add(1, {"provider": self.name.value})
+                await self._clock.sleep(delay)
+
+    def _retry_delay(
+        self, error: ProviderError, retries: int, deadline: float, may_retry: bool
+    ) -> float | None:
+        """Seconds to wait before retrying, or None when this failure is final here."""
+        if not (may_retry and error.kind.retryable and retries < self._backoff.max_retries):
+            return None
+        # After a 429 another free key means no need to wait for this one's Retry-After.
+        honour = error.retry_after_s if self.keys.available() == 0 else None
+        delay = self._backoff.delay(retries + 1, self._rng, honour)
+        if self._clock.monotonic() + delay >= deadline or not self._budget.try_spend():
+            return None
+        return delay
+
+    async def _attempt(
+        self,
+        request: CompletionRequest,
+        model: str,
+        deadline: float,
+        attempts: list[Attempt],
+        tokens: int,
+    ) -> ProviderReply:
+        ticket = self.breaker.admit()
+        if ticket is None:
+            raise ProviderSkipped("circuit_open", self.breaker.open_remaining_s() or None)
+        try:
+            key = self._pick_key(tokens)
+        except ProviderSkipped:
+            self.breaker.release(ticket)
+            raise
+        started = self._clock.monotonic()
+        budget = min(self.timeout_s(), deadline - started)
+        if budget <= 0:
+            self.breaker.release(ticket)
+            raise ProviderSkipped("deadline")
+        try:
+            async with asyncio.timeout(budget):
+                reply = await self.adapter.complete(request, model, key)
+        except TimeoutError:
+            error = ProviderError(FailureKind.TIMEOUT, f"no answer within {budget:.2f}s")
+        except ProviderError as exc:
+            error = exc
+        except BaseException:
+            # Cancelled by the caller (or a bug): no verdict on the provider.
+            self.breaker.release(ticket)
+            raise
+        else:
             elapsed = self._clock.monotonic() - started
+            self.breaker.success(ticket)
+            self.stats.record(elapsed, ok=True)
+            self._metrics.attempt(self.name.value, model, "success", elapsed)
             attempts.append(
-                Attempt(
-                    self.name,
-                    model,
-                    AttemptOutcome.ERROR,
-                    error.kind.value,
-                    elapsed * 1000,
-                    error.status_code,
-                )
+                Attempt(self.name, model, AttemptOutcome.SUCCESS, None, elapsed * 1000, 200)
             )
-            if error.kind.is_provider_fault:
-                self.stats.record(elapsed, ok=False)
-            if error.kind is FailureKind.RATE_LIMITED:
-                self.keys.rest(key, error.retry_after_s or DEFAULT_RATE_LIMIT_REST_S)
-            if error.kind is FailureKind.AUTH:
-                self.keys.retire(key)
-                continue
-            raise error
+            return reply
+        elapsed = self._clock.monotonic() - started
+        self._book_failure(error, ticket, key, model, elapsed)
+        attempts.append(
+            Attempt(
+                self.name,
+                model,
+                AttemptOutcome.ERROR,
+                error.kind.value,
+                elapsed * 1000,
+                error.status_code,
+            )
+        )
+        raise error
+
+    def _book_failure(
+        self,
+        error: ProviderError,
+        ticket: Ticket,
+        key: ApiKey,
+        model: str,
+        elapsed: float,
+    ) -> None:
+        if error.kind.is_provider_fault:
+            self.breaker.failure(ticket)
+            self.stats.record(elapsed, ok=False)
+        else:
+            self.breaker.release(ticket)
+        if error.kind is FailureKind.RATE_LIMITED:
+            self.keys.rest(key, error.retry_after_s or DEFAULT_RATE_LIMIT_REST_S)
+        elif error.kind is FailureKind.AUTH:
+            self.keys.retire(key)
+        self._metrics.attempt(self.name.value, model, error.kind.value, elapsed)
+
+    def _pick_key(self, tokens: int) -> ApiKey:
+        """The next key that is free and under its own rate limit."""
+        limited: set[int] = set()
+        soonest: float | None = None
+        while True:
+            key = self.keys.acquire(exclude=frozenset(limited))
+            if key is None:
+                if limited:
+                    raise ProviderSkipped("rate_limited_locally", soonest)
+                raise ProviderSkipped("no_key_available", self.keys.wake_in())
+            wait = self._limiters[key.index].try_acquire(tokens)
+            if wait == 0:
+                return key
+            limited.add(key.index)
+            soonest = wait if soonest is None else min(soonest, wait)
 
 
 class ProviderGuards(dict[ProviderName, GuardedProvider]):

@@ -1,0 +1,16 @@
+"""`GET /metrics`: this app's registry in Prometheus text format, on the service's own port."""
+
+from __future__ import annotations
+
+from dishka import FromDishka
+from dishka.integrations.litestar import inject
+from litestar import Request, Response, get
+
+from app.core.telemetry import Telemetry
+
+
+@get("/metrics", include_in_schema=False)
+@inject
+async def metrics(request: Request, telemetry: FromDishka[Telemetry]) -> Response[bytes]:  # type: ignore[type-arg]
+    body, content_type = telemetry.render(request.headers.get("accept"))
+    return Response(body, media_type=content_type)

@@ -1,0 +1,114 @@
+"""The AI module's instruments. Names are what Prometheus shows (the exporter adds `_total`
+to counters and `_seconds` to unit-`s` instruments). Labels are bounded enums and configured
+names only: never a caller id, a prompt, a key or any other caller-supplied string."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+from opentelemetry.metrics import CallbackOptions, Meter, Observation
+
+from app.core.telemetry import LLM_LATENCY_BUCKETS_S, OVERHEAD_BUCKETS_S, TOKEN_BUCKETS
+
+GaugeSource = Callable[[], Iterable[tuple[float, dict[str, str]]]]
+
+
+class AIMetrics:
+    def __init__(self, meter: Meter, known_models: frozenset[str]) -> None:
+        self._meter = meter
+        # A pinned model name comes from the caller: only configured or priced names become
+        # label values, anything else is "other".
+        self._known_models = known_models
+        self.requests = meter.create_counter(
+            "ai_provider_requests",
+            unit="{request}",
+            description="Upstream calls by provider, model and outcome (success or failure kind)",
+        )
+        self.latency = meter.create_histogram(
+            "ai_provider_latency",
+            unit="s",
+            description="Upstream call latency, successful or not",
+            explicit_bucket_boundaries_advisory=list(LLM_LATENCY_BUCKETS_S),
+        )
+        self.tokens = meter.create_counter(
+            "ai_provider_tokens",
+            unit="{token}",
+            description="Tokens reported by upstreams, by token_type (input or output)",
+        )
+        self.cost = meter.create_counter(
+            "ai_provider_cost_usd",
+            unit="{USD}",
+            description="Cost in USD of upstream calls, from their real token counts",
+        )
+        self.retries = meter.create_counter(
+            "ai_provider_retries",
+            unit="{retry}",
+            description="Retries of the same provider made by its guard",
+        )
+        self.fallbacks = meter.create_counter(
+            "ai_fallbacks",
+            unit="{fallback}",
+            description="Requests that moved on from one provider to the next",
+        )
+        self.overhead = meter.create_histogram(
+            "ai_gateway_overhead",
+            unit="s",
+            description="Time a request spent in the gateway itself: total minus upstream time",
+            explicit_bucket_boundaries_advisory=list(OVERHEAD_BUCKETS_S),
+        )
+        # OpenTelemetry GenAI semantic conventions.
+        self.operation_duration = meter.create_histogram(
+            "gen_ai.client.operation.duration",
+            unit="s",
+            description="GenAI operation duration",
+            explicit_bucket_boundaries_advisory=list(LLM_LATENCY_BUCKETS_S),
+        )
+        self.token_usage = meter.create_histogram(
+            "gen_ai.client.token.usage",
+            unit="{token}",
+            description="Measures number of input and output tokens used",
+            explicit_bucket_boundaries_advisory=list(TOKEN_BUCKETS),
+        )
+
+    def gauge(self, name: str, unit: str, description: str, source: GaugeSource) -> None:
+        """A gauge read at scrape time from live state, so it can never go stale."""
+
+        def observe(_: CallbackOptions) -> Iterable[Observation]:
+            return [Observation(value, labels) for value, labels in source()]
+
+        self._meter.create_observable_gauge(
+            name, callbacks=[observe], unit=unit, description=description
+        )
+
+    def model_label(self, model: str) -> str:
+        return model if model in self._known_models else "other"
+
+    def attempt(self, provider: str, model: str, outcome: str, latency_s: float) -> None:
+        model = self.model_label(model)
+        labels = {"provider": provider, "model": model, "outcome": outcome}
+        self.requests.add(1, labels)
+        self.latency.record(latency_s, {"provider": provider, "model": model})
+        genai = {
+            "gen_ai.operation.name": "chat",
+            "gen_ai.provider.name": provider,
+            "gen_ai.request.model": model,
+        }
+        if outcome != "success":
+            genai["error.type"] = outcome
+        self.operation_duration.record(latency_s, genai)
+
+    def usage(
+        self, provider: str, model: str, prompt_tokens: int, completion_tokens: int, cost_usd: float
+    ) -> None:
+        model = self.model_label(model)
+        labels = {"provider": provider, "model": model}
+        self.tokens.add(prompt_tokens, labels | {"token_type": "input"})
+        self.tokens.add(completion_tokens, labels | {"token_type": "output"})
+        self.cost.add(cost_usd, labels)
+        genai = {
+            "gen_ai.operation.name": "chat",
+            "gen_ai.provider.name": provider,
+            "gen_ai.request.model": model,
+        }
+        self.token_usage.record(prompt_tokens, genai | {"gen_ai.token.type": "input"})
+        self.token_usage.record(completion_tokens, genai | {"gen_ai.token.type": "output"})
