@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
+BREAKER_RESET_S = 2.0
 SANDBOX_KEYS = {
     "GROQ_API_KEYS": "gsk-sandbox-1,gsk-sandbox-2",
     "GEMINI_API_KEY": "gemini-sandbox-key",
@@ -93,6 +94,9 @@ def _start_service(stack: ExitStack, sandbox: str) -> str:
         "AZURE_OPENAI_ENDPOINT": f"{sandbox}/azure",
         "OPENAI_BASE_URL": f"{sandbox}/openai/v1",
         "LOG_LEVEL": "WARNING",
+        # Short enough for the demo to show the breaker closing again after Groq is back.
+        "GROQ_BREAKER_RESET_TIMEOUT_S": str(BREAKER_RESET_S),
+        "GROQ_RPM_PER_KEY": "1000",
     }
     process = subprocess.Popen(  # noqa: S603 - our own module
         [sys.executable, "-m", "app", "serve", "--host", "127.0.0.1", "--port", str(port)],
@@ -148,12 +152,15 @@ def run_demo() -> int:
         steps = [_run_step(client, "1. normal calls", "groq", 10)]
         chaos.put("/_chaos/groq", json={"error_rate": 1.0, "error_status": 503}).raise_for_status()
         steps.append(_run_step(client, "2. groq answers 503", "gemini", 10))
+        breaker_open = _breaker(client, "groq")
         chaos.put(
             "/_chaos/gemini", json={"error_rate": 1.0, "error_status": 429, "retry_after": 30}
         ).raise_for_status()
         steps.append(_run_step(client, "3. gemini also 429", "azure", 10))
         chaos.post("/_chaos/reset").raise_for_status()
-        steps.append(_run_step(client, "4. all back", "groq", 10))
+        time.sleep(BREAKER_RESET_S + 0.2)  # Groq's breaker now lets one trial call through
+        steps.append(_run_step(client, "4. groq back", "groq", 10))
+        breaker_closed = _breaker(client, "groq")
 
         failed = client.post("/v1/ai/completions", json={"prompt": "x", "temperature": 7})
         sdk_line = _openai_sdk(service)
@@ -174,9 +181,16 @@ def run_demo() -> int:
         detail = failed.json().get("detail")
         print(f"\nbad input (temperature 7) -> HTTP {failed.status_code}: {detail}")
         print(f"openai SDK via /v1/chat/completions -> {sdk_line}")
+        print(f"groq circuit breaker: {breaker_open} after step 2, {breaker_closed} after step 4")
         ok &= failed.status_code == 400
+        ok &= (breaker_open, breaker_closed) == ("open", "closed")
         print("\ndemo", "passed" if ok else "FAILED")
         return 0 if ok else 1
+
+
+def _breaker(client: httpx.Client, provider: str) -> str:
+    report = client.get("/health/ai-providers").json()
+    return str(next(p for p in report["providers"] if p["provider"] == provider)["breaker_state"])
 
 
 def _openai_sdk(service: str) -> str:

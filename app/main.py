@@ -41,6 +41,7 @@ def create_app(settings: Settings | None = None, *overrides: Provider) -> Litest
             description="AI gateway over Groq, Gemini, Azure OpenAI and OpenAI.",
         ),
         debug=False,
+        logging_config=None,  # app.core.logging owns the format
     )
     setup_dishka(container, app)
     return app

@@ -50,13 +50,9 @@ def chat_request(body: ChatCompletionBody, settings: Settings) -> CompletionRequ
     messages: list[ChatMessage] = []
     for message in body.messages:
         if isinstance(message.content, list):
-            if any(part.type != "text" for part in message.content):
-                raise InvalidRequest(f"messages[{index}].content: only text parts are supported")
-            text = "".join(part.text or "" for part in message.content)
+            text = "".join(part.text for part in message.content)
         else:
-            text = message.content or ""
-        if not text:
-            raise InvalidRequest(f"messages[{index}].content must be a non-empty string")
+            text = message.content
         messages.append(ChatMessage(_ROLES[message.role], text))
     json_mode = body.response_format is not None and body.response_format.type != "text"
     return _checked(

@@ -79,6 +79,8 @@ class GuardedProvider:
         self._clock = clock
         self._rng = rng
         self._metrics = metrics
+        # Exported from the start at 0, so rate() over it works before the first retry.
+        metrics.retries.add(0, {"provider": self.name.value})
 
     @property
     def name(self) -> ProviderName:
