@@ -7,7 +7,6 @@ import asyncio
 from typing import Any
 
 import httpx
-
 from litestar.testing import AsyncTestClient
 
 from app.core.clock import ManualClock
