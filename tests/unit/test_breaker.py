@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from app.core.clock import ManualClock
-from app.modules.ai.resilience.breaker import AsyncCircuitBreaker, BreakerState
+from app.core.resilience.breaker import AsyncCircuitBreaker, BreakerState
 
 
 def _breaker(

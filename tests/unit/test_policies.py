@@ -7,7 +7,7 @@ import random
 import pytest
 
 from app.core.clock import ManualClock
-from app.modules.ai.resilience.ratelimit import RateLimiter, make_limiter
+from app.core.resilience.ratelimit import RateLimiter, make_limiter
 from app.modules.ai.resilience.retry import BackoffPolicy, RetryBudget
 from app.modules.ai.resilience.timeout import TimeoutPolicy
 from app.modules.ai.stats import ProviderStats, percentile

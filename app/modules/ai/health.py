@@ -11,9 +11,9 @@ from datetime import datetime
 from enum import StrEnum
 
 from app.core.clock import Clock
+from app.core.resilience.breaker import BreakerState
 from app.core.settings import ProviderName, Settings
 from app.modules.ai.errors import FailureKind, ProviderError
-from app.modules.ai.resilience.breaker import BreakerState
 from app.modules.ai.resilience.guard import GuardedProvider, ProviderGuards
 from app.modules.ai.stats import percentile
 

@@ -8,15 +8,15 @@ from collections.abc import AsyncIterator
 from dishka import Provider, Scope, provide
 
 from app.core.clock import Clock
+from app.core.resilience.breaker import AsyncCircuitBreaker
+from app.core.resilience.ratelimit import make_limiter
 from app.core.settings import ProviderName, Settings
 from app.core.telemetry import Telemetry
 from app.modules.ai.health import HealthService
 from app.modules.ai.metrics import AIMetrics
 from app.modules.ai.pricing import PriceTable
 from app.modules.ai.providers import KeyPool, build_adapter
-from app.modules.ai.resilience.breaker import AsyncCircuitBreaker
 from app.modules.ai.resilience.guard import GuardedProvider, GuardParts, ProviderGuards
-from app.modules.ai.resilience.ratelimit import make_limiter
 from app.modules.ai.resilience.retry import BackoffPolicy, RetryBudget
 from app.modules.ai.resilience.timeout import TimeoutPolicy
 from app.modules.ai.routing import Router

@@ -16,14 +16,14 @@ import random
 from dataclasses import dataclass
 
 from app.core.clock import Clock
+from app.core.resilience.breaker import AsyncCircuitBreaker, Ticket
+from app.core.resilience.ratelimit import RateLimiter, Unlimited
 from app.core.settings import ProviderName, ProviderSettings
 from app.modules.ai.domain import Attempt, AttemptOutcome, CompletionRequest, ProviderReply
 from app.modules.ai.errors import FailureKind, ProviderError
 from app.modules.ai.metrics import AIMetrics
 from app.modules.ai.providers import ApiKey, KeyPool, ProviderAdapter
 from app.modules.ai.providers.tokens import estimate_tokens
-from app.modules.ai.resilience.breaker import AsyncCircuitBreaker, Ticket
-from app.modules.ai.resilience.ratelimit import RateLimiter, Unlimited
 from app.modules.ai.resilience.retry import BackoffPolicy, RetryBudget
 from app.modules.ai.resilience.timeout import TimeoutPolicy
 from app.modules.ai.stats import ProviderStats

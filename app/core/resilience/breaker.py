@@ -23,7 +23,7 @@ import pybreaker
 
 from app.core.clock import Clock
 
-log = logging.getLogger("app.ai.breaker")
+log = logging.getLogger("app.breaker")
 
 
 class BreakerState(IntEnum):
@@ -171,7 +171,7 @@ class AsyncCircuitBreaker:
         if new is BreakerState.OPEN:
             self._opened_at = self._clock.monotonic()
         log.warning(
-            "circuit breaker state change provider=%s from=%s to=%s",
+            "circuit breaker state change breaker=%s from=%s to=%s",
             self.name,
             old.name.lower(),
             new.name.lower(),
