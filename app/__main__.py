@@ -27,7 +27,7 @@ def _settings() -> Settings:
 def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from app.main import create_app
+    from app.main import ConfigurationError, create_app
 
     settings = _settings()
     configure_logging(settings.log_level)
@@ -40,8 +40,13 @@ def serve(args: argparse.Namespace) -> int:
         port,
         ",".join(configured) or "none",
     )
+    try:
+        app = create_app(settings)
+    except ConfigurationError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
     uvicorn.run(
-        create_app(settings),
+        app,
         host=host,
         port=port,
         log_level=settings.log_level.lower(),

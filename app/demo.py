@@ -20,7 +20,9 @@ import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
 BREAKER_RESET_S = 2.0
+DEMO_CALLER_KEY = "demo-caller-key"
 SANDBOX_KEYS = {
+    "GATEWAY_API_KEYS": f"demo:{DEMO_CALLER_KEY}",
     "GROQ_API_KEYS": "gsk-sandbox-1,gsk-sandbox-2",
     "GEMINI_API_KEY": "gemini-sandbox-key",
     "AZURE_OPENAI_API_KEY": "azure-sandbox-key",
@@ -147,7 +149,14 @@ def run_demo() -> int:
         service = _start_service(stack, sandbox)
         print(f"  sandbox {sandbox}\n  service {service}\n")
         chaos = stack.enter_context(httpx.Client(base_url=sandbox, trust_env=False, timeout=5))
-        client = stack.enter_context(httpx.Client(base_url=service, trust_env=False, timeout=30))
+        client = stack.enter_context(
+            httpx.Client(
+                base_url=service,
+                trust_env=False,
+                timeout=30,
+                headers={"Authorization": f"Bearer {DEMO_CALLER_KEY}"},
+            )
+        )
 
         steps = [_run_step(client, "1. normal calls", "groq", 10)]
         chaos.put("/_chaos/groq", json={"error_rate": 1.0, "error_status": 503}).raise_for_status()
@@ -198,7 +207,7 @@ def _openai_sdk(service: str) -> str:
         import openai
     except ImportError:  # the SDK is a dev dependency; the demo works without it
         return "skipped (openai SDK not installed)"
-    client = openai.OpenAI(base_url=f"{service}/v1", api_key="unused-by-gateway", max_retries=0)
+    client = openai.OpenAI(base_url=f"{service}/v1", api_key=DEMO_CALLER_KEY, max_retries=0)
     reply = client.chat.completions.create(
         model="fast", messages=[{"role": "user", "content": "Say hello"}]
     )

@@ -3,12 +3,18 @@ handlers. Tests build their own app per test; nothing here is global."""
 
 from __future__ import annotations
 
+import logging
+
 from dishka import Provider
 from dishka.integrations.litestar import setup_dishka
 from litestar import Litestar
+from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
+from litestar.openapi.spec import Components, SecurityScheme
 
 from app.container import make_container
+from app.core.auth import OPEN_PATHS, CallerAuthenticator, CallerAuthMiddleware
+from app.core.clock import SystemClock
 from app.core.metrics_endpoint import metrics
 from app.core.problems import problem_response
 from app.core.settings import Settings
@@ -16,9 +22,28 @@ from app.modules.ai.controller import AIController, HealthController
 from app.modules.ai.health import HealthService
 from app.modules.ai.service import UnifiedAIService
 
+log = logging.getLogger("app")
+
+
+class ConfigurationError(RuntimeError):
+    """The settings are valid one by one but cannot run together."""
+
 
 def create_app(settings: Settings | None = None, *overrides: Provider) -> Litestar:
     settings = settings or Settings()
+    middleware = []
+    if settings.gateway_auth == "enabled":
+        if not settings.gateway_api_keys:
+            raise ConfigurationError(
+                "no caller keys: set GATEWAY_API_KEYS=name:key[,name:key...] "
+                "(or GATEWAY_AUTH=disabled for a closed network)"
+            )
+        authenticator = CallerAuthenticator(settings, SystemClock())
+        middleware.append(
+            DefineMiddleware(CallerAuthMiddleware, authenticator=authenticator, exclude=OPEN_PATHS)
+        )
+    else:
+        log.warning("AUTHENTICATION DISABLED (GATEWAY_AUTH=disabled): every caller is anonymous")
     container = make_container(settings, *overrides)
 
     async def start() -> None:
@@ -32,6 +57,7 @@ def create_app(settings: Settings | None = None, *overrides: Provider) -> Litest
 
     app = Litestar(
         route_handlers=[AIController, HealthController, metrics],
+        middleware=middleware,
         on_startup=[start],
         on_shutdown=[stop],
         exception_handlers={Exception: problem_response},
@@ -39,6 +65,13 @@ def create_app(settings: Settings | None = None, *overrides: Provider) -> Litest
             title="Literature AI Gateway",
             version="0.1.0",
             description="AI gateway over Groq, Gemini, Azure OpenAI and OpenAI.",
+            components=Components(
+                security_schemes={
+                    "bearer": SecurityScheme(
+                        type="http", scheme="bearer", description="A caller key (GATEWAY_API_KEYS)"
+                    )
+                }
+            ),
         ),
         debug=False,
         logging_config=None,  # app.core.logging owns the format

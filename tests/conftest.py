@@ -7,6 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.support.client import CALLER, CALLER_KEY
 from tests.support.sandbox import Sandbox, start_sandbox
 
 _PREFIXES = ("GROQ_", "GEMINI_", "AZURE_OPENAI_", "OPENAI_", "AI_", "GATEWAY_", "DAILY_BUDGET_")
@@ -15,10 +16,12 @@ _NAMES = {"HOST", "PORT", "LOG_LEVEL", "DATABASE_URL"}
 
 @pytest.fixture(autouse=True)
 def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Settings come from the test, never from whatever the machine has exported."""
+    """Settings come from the test, never from whatever the machine has exported; the one
+    exception is the test caller's key, so every app the tests build has a caller."""
     for name in list(os.environ):
         if name.startswith(_PREFIXES) or name in _NAMES:
             monkeypatch.delenv(name)
+    monkeypatch.setenv("GATEWAY_API_KEYS", f"{CALLER}:{CALLER_KEY}")
 
 
 @pytest.fixture(scope="session")

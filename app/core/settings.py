@@ -8,7 +8,7 @@ settings dump, a log line or a traceback never shows them.
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -160,6 +160,13 @@ class Settings(BaseSettings):
     port: int = Field(default=8000, ge=0, le=65535)
     log_level: str = "INFO"
 
+    # Callers: GATEWAY_API_KEYS=name1:key1,name2:key2. Without keys the service refuses to
+    # start unless GATEWAY_AUTH=disabled.
+    gateway_api_keys: Annotated[dict[str, SecretStr], NoDecode] = Field(default_factory=dict)
+    gateway_auth: Literal["enabled", "disabled"] = "enabled"
+    # Requests per minute per caller (None: no limit).
+    gateway_caller_rpm: int | None = Field(default=600, ge=1)
+
     ai_provider_priority: Annotated[list[ProviderName], NoDecode] = Field(
         default_factory=lambda: [
             ProviderName.GROQ,
@@ -211,6 +218,21 @@ class Settings(BaseSettings):
 
     _split = field_validator("ai_provider_priority", "ai_free_providers", mode="before")(split_csv)
 
+    @field_validator("gateway_api_keys", mode="before")
+    @classmethod
+    def _caller_keys(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        keys: dict[str, str] = {}
+        for pair in filter(None, (part.strip() for part in value.split(","))):
+            name, sep, key = pair.partition(":")
+            if not sep or not name.strip() or not key.strip():
+                raise ValueError("GATEWAY_API_KEYS must be name:key pairs separated by commas")
+            if name.strip() in keys:
+                raise ValueError(f"GATEWAY_API_KEYS names caller {name.strip()!r} twice")
+            keys[name.strip()] = key.strip()
+        return keys
+
     @field_validator("log_level")
     @classmethod
     def _level(cls, value: str) -> str:
@@ -241,8 +263,11 @@ class Settings(BaseSettings):
     def masked(self) -> dict[str, Any]:
         """The effective configuration with every secret replaced by a short fingerprint."""
         data: dict[str, Any] = self.model_dump(
-            mode="json", exclude={"groq", "gemini", "azure", "openai"}
+            mode="json", exclude={"groq", "gemini", "azure", "openai", "gateway_api_keys"}
         )
+        data["gateway_callers"] = {
+            name: mask_secret(key) for name, key in self.gateway_api_keys.items()
+        }
         providers: dict[str, Any] = {}
         for name in ProviderName:
             section = self.provider(name)

@@ -8,6 +8,7 @@ from litestar.testing import AsyncTestClient
 
 from app.core.settings import Settings
 from app.main import create_app
+from tests.support.client import gateway_client
 from tests.support.sandbox import Sandbox, sandbox_settings
 
 ClientFactory = Callable[..., Any]
@@ -21,5 +22,5 @@ def settings(sandbox: Sandbox) -> Settings:
 @pytest.fixture
 async def client(settings: Settings) -> AsyncIterator[AsyncTestClient[Any]]:
     """The real app (real adapters, real HTTP to the sandbox) behind an in-process client."""
-    async with AsyncTestClient(app=create_app(settings)) as test_client:
+    async with gateway_client(create_app(settings)) as test_client:
         yield test_client

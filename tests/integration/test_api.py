@@ -12,6 +12,7 @@ from litestar.testing import AsyncTestClient
 
 from app.core.settings import Settings
 from app.main import create_app
+from tests.support.client import AUTH_HEADERS, CALLER_KEY, gateway_client
 from tests.support.live import live_server
 from tests.support.sandbox import Sandbox
 
@@ -74,7 +75,7 @@ async def test_health(client: Client) -> None:
 
 
 async def test_not_ready_without_any_provider() -> None:
-    async with AsyncTestClient(app=create_app(Settings())) as client:
+    async with gateway_client(create_app(Settings())) as client:
         ready = await client.get("/health/ready")
     assert ready.status_code == 503
     assert ready.json()["status"] == "not_ready"
@@ -94,7 +95,7 @@ def live(settings: Settings) -> Iterator[str]:
 
 
 def test_openai_sdk_works_unchanged(live: str, sandbox: Sandbox) -> None:
-    client = openai.OpenAI(base_url=f"{live}/v1", api_key="any", max_retries=0)
+    client = openai.OpenAI(base_url=f"{live}/v1", api_key=CALLER_KEY, max_retries=0)
     reply = client.chat.completions.create(
         model="openai/gpt-4o-mini",
         messages=[
@@ -116,7 +117,7 @@ def test_openai_sdk_works_unchanged(live: str, sandbox: Sandbox) -> None:
 
 
 def test_openai_sdk_alias_and_json_mode(live: str, sandbox: Sandbox) -> None:
-    client = openai.OpenAI(base_url=f"{live}/v1", api_key="any", max_retries=0)
+    client = openai.OpenAI(base_url=f"{live}/v1", api_key=CALLER_KEY, max_retries=0)
     reply = client.chat.completions.create(
         model="fast",
         messages=[{"role": "user", "content": [{"type": "text", "text": "Give JSON."}]}],
@@ -127,7 +128,7 @@ def test_openai_sdk_alias_and_json_mode(live: str, sandbox: Sandbox) -> None:
 
 
 def test_openai_sdk_streaming(live: str) -> None:
-    client = openai.OpenAI(base_url=f"{live}/v1", api_key="any", max_retries=0)
+    client = openai.OpenAI(base_url=f"{live}/v1", api_key=CALLER_KEY, max_retries=0)
     stream = client.chat.completions.create(
         model="fast",
         messages=[{"role": "user", "content": "Stream please."}],
@@ -142,7 +143,7 @@ def test_openai_sdk_streaming(live: str) -> None:
 
 
 def test_openai_sdk_sees_typed_errors(live: str, sandbox: Sandbox) -> None:
-    client = openai.OpenAI(base_url=f"{live}/v1", api_key="any", max_retries=0)
+    client = openai.OpenAI(base_url=f"{live}/v1", api_key=CALLER_KEY, max_retries=0)
     with pytest.raises(openai.BadRequestError) as bad:
         client.chat.completions.create(model="gpt-4o-mini", messages=[], temperature=0.1)
     assert bad.value.body is not None
@@ -162,6 +163,7 @@ def test_openai_error_shape(live: str) -> None:
     response = httpx.post(
         f"{live}/v1/chat/completions",
         json={"model": "fast", "messages": [{"role": "user", "content": "x"}], "n": 3},
+        headers=AUTH_HEADERS,
         trust_env=False,
     )
     assert response.status_code == 400

@@ -9,6 +9,7 @@ from litestar.testing import AsyncTestClient
 
 from app.core.settings import GroqSettings, Settings
 from app.main import create_app
+from tests.support.client import gateway_client
 from tests.support.sandbox import Sandbox, sandbox_settings
 
 Client = AsyncTestClient[Any]
@@ -83,7 +84,7 @@ async def test_hung_provider_is_cut_at_its_timeout(sandbox: Sandbox) -> None:
         ),
     )
     sandbox.chaos("groq", hang=True)
-    async with AsyncTestClient(app=create_app(settings)) as client:
+    async with gateway_client(create_app(settings)) as client:
         body = (await _ask(client)).json()
     assert body["provider"] == "gemini"
     first = body["attempts"][0]
@@ -125,7 +126,7 @@ async def test_refused_key_is_retired_and_never_used_again(sandbox: Sandbox) -> 
             base_url=f"{sandbox.base_url}/groq/openai/v1",
         ),
     )
-    async with AsyncTestClient(app=create_app(settings)) as client:
+    async with gateway_client(create_app(settings)) as client:
         first = (await _ask(client)).json()
         assert _route(first) == [
             ("groq", "llama-3.1-8b-instant", "error", "auth"),
@@ -141,7 +142,7 @@ async def test_provider_with_only_bad_keys_is_skipped(sandbox: Sandbox) -> None:
         sandbox.base_url,
         groq=GroqSettings(api_key="gsk-revoked-key", base_url=f"{sandbox.base_url}/groq/openai/v1"),
     )
-    async with AsyncTestClient(app=create_app(settings)) as client:
+    async with gateway_client(create_app(settings)) as client:
         assert (await _ask(client)).json()["provider"] == "gemini"
         body = (await _ask(client)).json()
     assert body["provider"] == "gemini"
@@ -176,7 +177,7 @@ async def test_all_rate_limited_retry_after_is_the_soonest_key_wake_up(
         ai_provider_priority="groq",
     )
     sandbox.chaos("groq", error_rate=1.0, error_status=429, retry_after=40)
-    async with AsyncTestClient(app=create_app(settings)) as client:
+    async with gateway_client(create_app(settings)) as client:
         response = await _ask(client)
     assert response.status_code == 503
     assert 38 <= int(response.headers["retry-after"]) <= 40
@@ -187,7 +188,7 @@ async def test_unconfigured_provider_is_reported_and_skipped(sandbox: Sandbox) -
         ai_provider_priority="groq,openai",
         openai=sandbox_settings(sandbox.base_url).openai,
     )
-    async with AsyncTestClient(app=create_app(settings)) as client:
+    async with gateway_client(create_app(settings)) as client:
         body = (await _ask(client)).json()
         ready = await client.get("/health/ready")
     assert body["provider"] == "openai"

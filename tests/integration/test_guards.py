@@ -12,6 +12,7 @@ from litestar.testing import AsyncTestClient
 from app.core.clock import ManualClock
 from app.core.settings import GroqSettings, Settings
 from app.main import create_app
+from tests.support.client import AUTH_HEADERS, gateway_client
 from tests.support.live import live_server
 from tests.support.overrides import manual_clock
 from tests.support.sandbox import GROQ_KEYS, Sandbox, sandbox_settings
@@ -52,7 +53,9 @@ async def test_breaker_opens_skips_and_one_trial_closes_it(sandbox: Sandbox) -> 
     sandbox.chaos("groq", error_rate=1.0, error_status=503)
     # A real server: the in-process test client would serialise the concurrent burst.
     with live_server(create_app(settings, manual_clock(clock))) as url:
-        async with httpx.AsyncClient(base_url=url, trust_env=False, timeout=10) as client:
+        async with httpx.AsyncClient(
+            base_url=url, trust_env=False, timeout=10, headers=AUTH_HEADERS
+        ) as client:
             await _breaker_scenario(client, sandbox, clock)
 
 
@@ -85,7 +88,7 @@ async def test_failed_trial_reopens_for_another_reset_timeout(sandbox: Sandbox) 
         sandbox.base_url, groq=_groq(sandbox, breaker_fail_max=2, breaker_reset_timeout_s=10)
     )
     sandbox.chaos("groq", error_rate=1.0, error_status=500)
-    async with AsyncTestClient(app=create_app(settings, manual_clock(clock))) as client:
+    async with gateway_client(create_app(settings, manual_clock(clock))) as client:
         for _ in range(2):
             await _ask(client)
         clock.advance(10)
@@ -103,7 +106,7 @@ async def test_callers_bad_requests_and_rate_limits_do_not_trip_the_breaker(
     settings = sandbox_settings(
         sandbox.base_url, groq=_groq(sandbox, breaker_fail_max=2, api_keys=GROQ_KEYS[:1])
     )
-    async with AsyncTestClient(app=create_app(settings)) as client:
+    async with gateway_client(create_app(settings)) as client:
         sandbox.chaos("groq", error_rate=1.0, error_status=400)
         for _ in range(4):
             assert (await _ask(client)).status_code == 400
@@ -120,7 +123,7 @@ async def test_hang_is_cut_at_the_adaptive_timeout_and_breaker_opens(sandbox: Sa
         ai_timeout_min_samples=5,
         ai_timeout_min_s=0.25,
     )
-    async with AsyncTestClient(app=create_app(settings)) as client:
+    async with gateway_client(create_app(settings)) as client:
         for _ in range(5):  # warm up: fast answers teach a short timeout
             assert (await _ask(client)).json()["provider"] == "groq"
         report = (await client.get("/health/ai-providers")).json()
@@ -153,7 +156,7 @@ async def test_retry_after_is_honoured_when_no_other_provider_is_left(sandbox: S
         groq=_groq(sandbox, api_keys=GROQ_KEYS[:1]),
     )
     sandbox.chaos("groq", fail_next=1, error_status=429, retry_after=0.5)
-    async with AsyncTestClient(app=create_app(settings)) as client:
+    async with gateway_client(create_app(settings)) as client:
         body = (await _ask(client)).json()
     assert body["provider"] == "groq"
     assert [a["error_type"] for a in body["attempts"]] == ["rate_limited", None]
@@ -164,7 +167,7 @@ async def test_retry_after_is_honoured_when_no_other_provider_is_left(sandbox: S
 async def test_no_retry_of_a_provider_while_another_is_available(sandbox: Sandbox) -> None:
     settings = sandbox_settings(sandbox.base_url, groq=_groq(sandbox))
     sandbox.chaos("groq", error_rate=1.0, error_status=503)
-    async with AsyncTestClient(app=create_app(settings)) as client:
+    async with gateway_client(create_app(settings)) as client:
         for _ in range(4):
             assert (await _ask(client)).json()["provider"] == "gemini"
     assert sandbox.completions("groq") == 4
@@ -182,7 +185,7 @@ async def test_retries_stay_within_the_retry_budget(sandbox: Sandbox) -> None:
     )
     sandbox.chaos("groq", error_rate=1.0, error_status=503)
     requests = 30
-    async with AsyncTestClient(app=create_app(settings)) as client:
+    async with gateway_client(create_app(settings)) as client:
         for _ in range(requests):
             response = await _ask(client)
             assert response.status_code == 503
@@ -198,7 +201,7 @@ async def test_client_side_rate_limit_moves_on_at_once(sandbox: Sandbox) -> None
     settings = sandbox_settings(
         sandbox.base_url, groq=_groq(sandbox, api_keys=GROQ_KEYS[:2], rpm_per_key=2)
     )
-    async with AsyncTestClient(app=create_app(settings)) as client:
+    async with gateway_client(create_app(settings)) as client:
         providers = [(await _ask(client)).json() for _ in range(6)]
     assert [b["provider"] for b in providers] == ["groq"] * 4 + ["gemini"] * 2
     assert _first(providers[-1]) == ("groq", "rate_limited_locally")

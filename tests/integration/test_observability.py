@@ -10,6 +10,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from app.core.settings import GroqSettings, Settings
 from app.main import create_app
+from tests.support.client import gateway_client
 from tests.support.sandbox import GROQ_KEYS, Sandbox, sandbox_settings
 
 Client = AsyncTestClient[Any]
@@ -74,7 +75,7 @@ async def test_failed_probe_and_errors_degrade_then_open_breaker_is_unhealthy(
         ),
     )
     sandbox.chaos("groq", error_rate=1.0, error_status=503, affect_probes=True)
-    async with AsyncTestClient(app=create_app(settings)) as client:
+    async with gateway_client(create_app(settings)) as client:
         report = await _wait_for_probes(client, 4)
         groq = next(p for p in report["providers"] if p["provider"] == "groq")
         assert groq["status"] == "degraded"
@@ -106,7 +107,7 @@ async def test_not_ready_when_every_configured_provider_is_unhealthy(sandbox: Sa
         ),
     )
     sandbox.chaos("groq", error_rate=1.0, error_status=500)
-    async with AsyncTestClient(app=create_app(settings)) as client:
+    async with gateway_client(create_app(settings)) as client:
         for _ in range(2):
             await client.post("/v1/ai/completions", json={"prompt": "x"})
         ready = await client.get("/health/ready")
@@ -173,8 +174,8 @@ async def test_two_apps_in_one_process_share_no_breaker_or_metric(sandbox: Sandb
 
     sandbox.chaos("groq", error_rate=1.0, error_status=503)
     async with (
-        AsyncTestClient(app=create_app(settings())) as first,
-        AsyncTestClient(app=create_app(settings())) as second,
+        gateway_client(create_app(settings())) as first,
+        gateway_client(create_app(settings())) as second,
     ):
         for _ in range(2):
             await first.post("/v1/ai/completions", json={"prompt": "x"})

@@ -20,6 +20,7 @@ from app.core.settings import (
     OpenAISettings,
     Settings,
 )
+from tests.support.client import CALLER, CALLER_KEY
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -114,5 +115,6 @@ def sandbox_settings(sandbox_url: str, **overrides: Any) -> Settings:
         ),
         "openai": OpenAISettings(api_key=OPENAI_KEY, base_url=f"{sandbox_url}/openai/v1"),
     }
+    sections["gateway_api_keys"] = {CALLER: CALLER_KEY}
     sections.update(overrides)
     return Settings(**sections)

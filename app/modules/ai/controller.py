@@ -50,9 +50,12 @@ def _usage(response: AIResponse) -> UsageOut:
 class AIController(Controller):
     path = "/v1"
     tags = ("ai",)
+    security = ({"bearer": []},)
 
     @post(
-        "/ai/completions", status_code=HTTP_200_OK, responses=problem_responses(400, 404, 503, 504)
+        "/ai/completions",
+        status_code=HTTP_200_OK,
+        responses=problem_responses(400, 401, 404, 429, 503, 504),
     )
     @inject
     async def complete(
@@ -88,7 +91,7 @@ class AIController(Controller):
     @post(
         "/chat/completions",
         status_code=HTTP_200_OK,
-        responses=openai_error_responses(400, 404, 503, 504),
+        responses=openai_error_responses(400, 401, 404, 429, 503, 504),
         exception_handlers={
             GatewayError: openai_error_response,
             ValidationException: openai_error_response,
@@ -172,14 +175,27 @@ class HealthController(Controller):
         responses={503: ResponseSpec(HealthOut, description="No configured provider is usable")},
     )
     @inject
-    async def ready(self, health: FromDishka[HealthService]) -> Response[HealthOut]:
-        """Ready when at least one configured provider is not unhealthy."""
+    async def ready(
+        self, health: FromDishka[HealthService], settings: FromDishka[Settings]
+    ) -> Response[HealthOut]:
+        """Ready when at least one configured provider is not unhealthy. Says loudly when
+        caller authentication is disabled."""
         reports = [h for h in health.all() if h.status is not HealthStatus.NOT_CONFIGURED]
         configured = [h.provider.value for h in reports]
         usable = [h.provider.value for h in reports if h.status is not HealthStatus.UNHEALTHY]
+        auth = settings.gateway_auth
+        warning = (
+            "AUTHENTICATION DISABLED: every caller is anonymous" if auth == "disabled" else None
+        )
         if usable:
             return Response(
-                HealthOut(status="ready", providers_configured=configured, providers_usable=usable)
+                HealthOut(
+                    status="ready",
+                    providers_configured=configured,
+                    providers_usable=usable,
+                    auth=auth,
+                    detail=warning,
+                )
             )
         detail = (
             "every configured provider is unhealthy"
@@ -187,7 +203,9 @@ class HealthController(Controller):
             else "no AI provider is configured (set an API key)"
         )
         return Response(
-            HealthOut(status="not_ready", providers_configured=configured, detail=detail),
+            HealthOut(
+                status="not_ready", providers_configured=configured, auth=auth, detail=detail
+            ),
             status_code=HTTP_503_SERVICE_UNAVAILABLE,
         )
 

@@ -151,6 +151,7 @@ class HealthOut(BaseModel):
     status: Literal["ok", "ready", "not_ready"]
     providers_configured: list[str] = Field(default_factory=list)
     providers_usable: list[str] = Field(default_factory=list)
+    auth: Literal["enabled", "disabled"] | None = None
     detail: str | None = None
 
 

@@ -1,0 +1,76 @@
+"""Callers: bearer keys mapped to caller ids, compared in constant time, and a request rate
+limit per caller. Keys never reach logs, metrics or error bodies."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from dataclasses import dataclass
+from typing import Any
+
+from litestar.connection import ASGIConnection
+from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult
+from litestar.types import ASGIApp
+
+from app.core.clock import Clock
+from app.core.errors import RateLimitExceeded, Unauthorized
+from app.core.resilience.ratelimit import RateLimiter, Unlimited, make_limiter
+from app.core.settings import Settings
+
+# Routes that stay open: liveness, readiness, metrics and the API docs.
+OPEN_PATHS = ["^/health", "^/metrics", "^/schema"]
+ANONYMOUS = "anonymous"
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who is calling, as the ledger and budgets know them."""
+
+    id: str
+
+
+class CallerAuthenticator:
+    def __init__(self, settings: Settings, clock: Clock) -> None:
+        self.enabled = settings.gateway_auth == "enabled"
+        self._keys = [
+            (name, hashlib.sha256(key.get_secret_value().encode()).digest())
+            for name, key in settings.gateway_api_keys.items()
+        ]
+        rpm = settings.gateway_caller_rpm
+        self._limiters: dict[str, RateLimiter | Unlimited] = {
+            name: make_limiter(clock, rpm=rpm, tpm=None) for name, _ in self._keys
+        }
+
+    def identify(self, authorization: str | None) -> Caller:
+        """The caller a bearer header belongs to, or Unauthorized."""
+        if not authorization:
+            raise Unauthorized("send 'Authorization: Bearer <key>'; this route needs a caller key")
+        scheme, _, token = authorization.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise Unauthorized("the Authorization header must be 'Bearer <key>'")
+        digest = hashlib.sha256(token.strip().encode()).digest()
+        found: str | None = None
+        for name, known in self._keys:  # every key compared, in constant time each
+            if hmac.compare_digest(digest, known):
+                found = name
+        if found is None:
+            raise Unauthorized("unknown API key")
+        wait = self._limiters[found].try_acquire(0)
+        if wait > 0:
+            raise RateLimitExceeded(
+                f"caller {found!r} is over its request rate limit", retry_after_s=wait
+            )
+        return Caller(found)
+
+
+class CallerAuthMiddleware(AbstractAuthenticationMiddleware):
+    def __init__(self, app: ASGIApp, authenticator: CallerAuthenticator, **kwargs: Any) -> None:
+        super().__init__(app, **kwargs)
+        self._authenticator = authenticator
+
+    async def authenticate_request(
+        self,
+        connection: ASGIConnection[Any, Any, Any, Any],
+    ) -> AuthenticationResult:
+        caller = self._authenticator.identify(connection.headers.get("authorization"))
+        return AuthenticationResult(user=caller, auth=None)
