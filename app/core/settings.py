@@ -133,6 +133,15 @@ class OpenAISettings(ProviderSettings):
     quality_models: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["gpt-4o"])
 
 
+class LiteratureSettings(BaseSettings):
+    """Full-text detection: upstream URLs, the outbound-request guard, limits."""
+
+    model_config = SettingsConfigDict(env_prefix="LITERATURE_", extra="ignore", frozen=True)
+
+    # Unpaywall asks every caller for a contact e-mail (env UNPAYWALL_EMAIL).
+    unpaywall_email: str = Field(default="", validation_alias="UNPAYWALL_EMAIL")
+
+
 class ModelPrice(BaseModel):
     """USD per one million tokens."""
 
@@ -215,6 +224,7 @@ class Settings(BaseSettings):
     gemini: GeminiSettings = Field(default_factory=GeminiSettings)
     azure: AzureSettings = Field(default_factory=AzureSettings)
     openai: OpenAISettings = Field(default_factory=OpenAISettings)
+    literature: LiteratureSettings = Field(default_factory=LiteratureSettings)
 
     _split = field_validator("ai_provider_priority", "ai_free_providers", mode="before")(split_csv)
 
@@ -263,7 +273,8 @@ class Settings(BaseSettings):
     def masked(self) -> dict[str, Any]:
         """The effective configuration with every secret replaced by a short fingerprint."""
         data: dict[str, Any] = self.model_dump(
-            mode="json", exclude={"groq", "gemini", "azure", "openai", "gateway_api_keys"}
+            mode="json",
+            exclude={"groq", "gemini", "azure", "openai", "gateway_api_keys"},
         )
         data["gateway_callers"] = {
             name: mask_secret(key) for name, key in self.gateway_api_keys.items()

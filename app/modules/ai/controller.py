@@ -16,10 +16,11 @@ from litestar.params import JSONBody
 from litestar.response import Stream
 from litestar.status_codes import HTTP_200_OK, HTTP_503_SERVICE_UNAVAILABLE
 
+from app.core.auth import Caller
 from app.core.errors import GatewayError
 from app.core.problems import openai_error_response, openai_error_responses, problem_responses
 from app.core.settings import Settings
-from app.modules.ai.domain import AIResponse
+from app.modules.ai.domain import AIResponse, CallContext
 from app.modules.ai.health import HealthService, HealthStatus
 from app.modules.ai.requests import chat_request, completion_request
 from app.modules.ai.schemas import (
@@ -63,10 +64,13 @@ class AIController(Controller):
         data: JSONBody[CompletionBody],
         service: FromDishka[UnifiedAIService],
         settings: FromDishka[Settings],
+        caller: FromDishka[Caller],
     ) -> CompletionOut:
         """Answer a prompt from the cheapest working provider, with the route it took."""
         response = await service.complete(
-            completion_request(data, settings), deadline_s=data.timeout_s
+            completion_request(data, settings),
+            context=CallContext(caller=caller.id, service_name="ai-completions"),
+            deadline_s=data.timeout_s,
         )
         return CompletionOut(
             content=response.content,
@@ -103,10 +107,14 @@ class AIController(Controller):
         data: JSONBody[ChatCompletionBody],
         service: FromDishka[UnifiedAIService],
         settings: FromDishka[Settings],
+        caller: FromDishka[Caller],
     ) -> ChatCompletionOut | Stream:
         """OpenAI-compatible Chat Completions; `stream: true` is answered as SSE once the
         upstream answer is complete (one content chunk, then the finish and usage chunks)."""
-        response = await service.complete(chat_request(data, settings))
+        response = await service.complete(
+            chat_request(data, settings),
+            context=CallContext(caller=caller.id, service_name="chat-completions"),
+        )
         completion = ChatCompletionOut(
             id=f"chatcmpl-{uuid.uuid4().hex}",
             created=int(time.time()),

@@ -37,6 +37,17 @@ class CompletionRequest:
     json_mode: bool = False
     intent: Intent | None = None
     strategy: RoutingStrategy | None = None
+    # Ask for the response cache even when temperature is not 0.
+    cache: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class CallContext:
+    """Who asked, for the ledger and per-caller budgets; never sent upstream."""
+
+    caller: str = "anonymous"
+    service_name: str = "api"
+    request_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,6 +10,7 @@ from app.modules.ai.domain import (
     AIResponse,
     Attempt,
     AttemptOutcome,
+    CallContext,
     CompletionRequest,
     Usage,
 )
@@ -62,8 +63,16 @@ class UnifiedAIService:
         return self._guards
 
     async def complete(
-        self, request: CompletionRequest, *, deadline_s: float | None = None
+        self,
+        request: CompletionRequest,
+        *,
+        context: CallContext | None = None,
+        deadline_s: float | None = None,
     ) -> AIResponse:
+        """The answer of the first provider that can give one, with the route it took.
+
+        Raises UnknownModel, UpstreamRejected, ModelNotFound, AllProvidersFailed or
+        DeadlineExceeded (all GatewayError, mapped to problem+json)."""
         started = self._clock.monotonic()
         limit = self._settings.ai_request_deadline_s
         deadline = started + (min(deadline_s, limit) if deadline_s else limit)
