@@ -15,12 +15,15 @@ from litestar.openapi.spec import Components, SecurityScheme
 from app.container import make_container
 from app.core.auth import OPEN_PATHS, CallerAuthenticator, CallerAuthMiddleware
 from app.core.clock import SystemClock
+from app.core.db import migrate
 from app.core.metrics_endpoint import metrics
 from app.core.problems import problem_response
 from app.core.settings import Settings
+from app.modules.ai.budget import BudgetGuard, restore_budgets
 from app.modules.ai.controller import AIController, HealthController
 from app.modules.ai.health import HealthService
 from app.modules.ai.service import UnifiedAIService
+from app.modules.ai.usage import UsageLedger
 
 log = logging.getLogger("app")
 
@@ -47,12 +50,19 @@ def create_app(settings: Settings | None = None, *overrides: Provider) -> Litest
     container = make_container(settings, *overrides)
 
     async def start() -> None:
+        await migrate(settings.database_url)
+        ledger = await container.get(UsageLedger)
+        ledger.start()
+        # A restart must not reset a budget: today's spend comes back from the ledger.
+        await restore_budgets(await container.get(BudgetGuard), ledger)
         # Build clients and guards at start, not on the first request.
         await container.get(UnifiedAIService)
         (await container.get(HealthService)).start()
 
     async def stop() -> None:
         await (await container.get(HealthService)).stop()
+        await (await container.get(UsageLedger)).close()
+        await (await container.get(BudgetGuard)).aclose()
         await container.close()
 
     app = Litestar(

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.support.client import CALLER, CALLER_KEY
-from tests.support.sandbox import Sandbox, start_sandbox
+from tests.support.sandbox import Sandbox, fresh_database_url, start_sandbox
 
 _PREFIXES = ("GROQ_", "GEMINI_", "AZURE_OPENAI_", "OPENAI_", "AI_", "GATEWAY_", "DAILY_BUDGET_")
 _NAMES = {"HOST", "PORT", "LOG_LEVEL", "DATABASE_URL"}
@@ -22,6 +22,7 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
         if name.startswith(_PREFIXES) or name in _NAMES:
             monkeypatch.delenv(name)
     monkeypatch.setenv("GATEWAY_API_KEYS", f"{CALLER}:{CALLER_KEY}")
+    monkeypatch.setenv("DATABASE_URL", fresh_database_url())
 
 
 @pytest.fixture(scope="session")

@@ -7,10 +7,14 @@ settings dump, a log line or a traceback never shows them.
 
 from __future__ import annotations
 
+import json
 from enum import StrEnum
+from pathlib import Path
 from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+import yaml
+from pydantic import BaseModel, Field, SecretStr, TypeAdapter, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
@@ -213,6 +217,31 @@ class Settings(BaseSettings):
     ai_health_probe_timeout_s: float = Field(default=5.0, gt=0)
     ai_health_degraded_error_rate: float = Field(default=0.1, ge=0, le=1)
     ai_health_unhealthy_error_rate: float = Field(default=0.5, ge=0, le=1)
+    # Daily budgets in USD (the day in BUDGET_TIMEZONE). A paid provider with budget 0 is
+    # blocked; a model priced 0 is never blocked. None: no limit.
+    daily_budget_usd_groq: float | None = Field(default=0.0, ge=0)
+    daily_budget_usd_gemini: float | None = Field(default=10.0, ge=0)
+    daily_budget_usd_azure: float | None = Field(default=50.0, ge=0)
+    daily_budget_usd_openai: float | None = Field(default=100.0, ge=0)
+    daily_budget_usd_total: float | None = Field(default=None, ge=0)
+    daily_budget_usd_per_caller: float | None = Field(default=None, ge=0)
+    budget_timezone: str = "UTC"
+    # Optional: alerts at 80/90/100 % are also POSTed here (bounded timeout, never blocking).
+    budget_alert_webhook_url: str | None = None
+    budget_alert_webhook_timeout_s: float = Field(default=5.0, gt=0)
+    # Usage ledger: SQLite by default, PostgreSQL by URL (postgresql+asyncpg://...).
+    database_url: str = "sqlite+aiosqlite:///./data/gateway.db"
+    # Rows are written in batches off the request path; the buffer is bounded.
+    ledger_batch_size: int = Field(default=200, ge=1)
+    ledger_flush_interval_s: float = Field(default=0.5, gt=0)
+    ledger_buffer_max_rows: int = Field(default=100_000, ge=1)
+    # Response cache: exact match, in memory, bounded by entries and age.
+    ai_cache_enabled: bool = True
+    ai_cache_ttl_s: float = Field(default=3600.0, gt=0)
+    ai_cache_max_entries: int = Field(default=10_000, ge=1)
+    # Price file (JSON or YAML, {"model": {"input": x, "output": y}} in USD per 1M tokens),
+    # applied over the defaults and AI_PRICES.
+    ai_pricing_file: str | None = None
     # Price overrides, JSON: {"model": {"input": 0.15, "output": 0.6}} (USD per 1M tokens).
     ai_prices: dict[str, ModelPrice] = Field(default_factory=dict)
     # Models served free whatever their name (Groq's free tier).
@@ -257,7 +286,21 @@ class Settings(BaseSettings):
             raise ValueError("AI_PROVIDER_PRIORITY lists a provider twice")
         if self.ai_timeout_min_s > self.ai_timeout_max_s:
             raise ValueError("AI_TIMEOUT_MIN_S must not exceed AI_TIMEOUT_MAX_S")
+        try:
+            ZoneInfo(self.budget_timezone)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(
+                f"BUDGET_TIMEZONE {self.budget_timezone!r} is not a time zone"
+            ) from exc
         return self
+
+    def daily_budget(self, name: ProviderName) -> float | None:
+        return {
+            ProviderName.GROQ: self.daily_budget_usd_groq,
+            ProviderName.GEMINI: self.daily_budget_usd_gemini,
+            ProviderName.AZURE: self.daily_budget_usd_azure,
+            ProviderName.OPENAI: self.daily_budget_usd_openai,
+        }[name]
 
     def provider(self, name: ProviderName) -> ProviderSettings:
         return {
@@ -268,7 +311,9 @@ class Settings(BaseSettings):
         }[name]
 
     def prices(self) -> dict[str, ModelPrice]:
-        return DEFAULT_PRICES | self.ai_prices
+        """Defaults, then AI_PRICES, then the AI_PRICING_FILE (read once, at start)."""
+        from_file = load_price_file(Path(self.ai_pricing_file)) if self.ai_pricing_file else {}
+        return DEFAULT_PRICES | self.ai_prices | from_file
 
     def masked(self) -> dict[str, Any]:
         """The effective configuration with every secret replaced by a short fingerprint."""
@@ -288,6 +333,23 @@ class Settings(BaseSettings):
             providers[name.value] = dumped
         data["providers"] = providers
         return data
+
+
+def load_price_file(path: Path) -> dict[str, ModelPrice]:
+    """A JSON or YAML mapping of model name to {input, output} USD per 1M tokens."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ValueError(f"AI_PRICING_FILE {str(path)!r} cannot be read: {exc.strerror}") from exc
+    data = yaml.safe_load(text) if path.suffix in (".yaml", ".yml") else json.loads(text)
+    if isinstance(data, dict) and isinstance(data.get("models"), dict):
+        data = data["models"]
+    if not isinstance(data, dict):
+        raise ValueError("AI_PRICING_FILE must map model names to {input, output}")
+    return _PRICE_MAP.validate_python(data)
+
+
+_PRICE_MAP = TypeAdapter(dict[str, ModelPrice])
 
 
 def mask_secret(secret: SecretStr) -> str:

@@ -105,6 +105,10 @@ def start_sandbox() -> Sandbox:
     return Sandbox(process, f"http://127.0.0.1:{port}")
 
 
+def fresh_database_url() -> str:
+    return f"sqlite+aiosqlite:///{tempfile.mkdtemp(prefix='ledger-')}/gateway.db"
+
+
 def sandbox_settings(sandbox_url: str, **overrides: Any) -> Settings:
     """Settings wired to the sandbox, every provider configured unless overridden."""
     sections: dict[str, Any] = {
@@ -116,5 +120,7 @@ def sandbox_settings(sandbox_url: str, **overrides: Any) -> Settings:
         "openai": OpenAISettings(api_key=OPENAI_KEY, base_url=f"{sandbox_url}/openai/v1"),
     }
     sections["gateway_api_keys"] = {CALLER: CALLER_KEY}
+    # Each app its own ledger, so budgets and rows never leak between tests.
+    sections["database_url"] = fresh_database_url()
     sections.update(overrides)
     return Settings(**sections)

@@ -77,6 +77,11 @@ class Attempt:
     error_type: str | None = None
     latency_ms: float = 0.0
     status_code: int | None = None
+    endpoint: str | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float = 0.0
+    error_message: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,7 +14,13 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from app.core.errors import GatewayError, GatewayTimeout, InvalidRequest, ServiceUnavailable
+from app.core.errors import (
+    GatewayError,
+    GatewayTimeout,
+    InvalidRequest,
+    RateLimitExceeded,
+    ServiceUnavailable,
+)
 
 
 class FailureKind(StrEnum):
@@ -89,6 +95,11 @@ class UpstreamRejected(GatewayError):
     status = 400
     slug = "upstream-rejected"
     title = "The provider rejected the request"
+
+
+class BudgetExceeded(RateLimitExceeded):
+    slug = "budget-exceeded"
+    title = "Daily budget exceeded"
 
 
 class AllProvidersFailed(ServiceUnavailable):

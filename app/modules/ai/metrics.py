@@ -56,6 +56,26 @@ class AIMetrics:
             description="Time a request spent in the gateway itself: total minus upstream time",
             explicit_bucket_boundaries_advisory=list(OVERHEAD_BUCKETS_S),
         )
+        self.budget_alerts = meter.create_counter(
+            "ai_budget_alerts",
+            unit="{alert}",
+            description="Budget alerts raised, by budget and level (80, 90, 100 percent)",
+        )
+        self.cache_requests = meter.create_counter(
+            "ai_cache_requests",
+            unit="{request}",
+            description="Response cache lookups by result (hit or miss)",
+        )
+        self.cache_evictions = meter.create_counter(
+            "ai_cache_evictions",
+            unit="{entry}",
+            description="Response cache entries evicted (size bound or age)",
+        )
+        self.ledger_write_failures = meter.create_counter(
+            "ai_ledger_write_failures",
+            unit="{failure}",
+            description="Failed ledger batch writes (rows are kept and retried) and dropped rows",
+        )
         # OpenTelemetry GenAI semantic conventions.
         self.operation_duration = meter.create_histogram(
             "gen_ai.client.operation.duration",

@@ -6,12 +6,16 @@ import random
 from collections.abc import AsyncIterator
 
 from dishka import Provider, Scope, provide
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.core.clock import Clock
+from app.core.db import make_engine
 from app.core.resilience.breaker import AsyncCircuitBreaker
 from app.core.resilience.ratelimit import make_limiter
 from app.core.settings import ProviderName, Settings
 from app.core.telemetry import Telemetry
+from app.modules.ai.budget import BudgetGuard
+from app.modules.ai.cache import MemoryStore, ResponseCache
 from app.modules.ai.health import HealthService
 from app.modules.ai.metrics import AIMetrics
 from app.modules.ai.pricing import PriceTable
@@ -22,6 +26,7 @@ from app.modules.ai.resilience.timeout import TimeoutPolicy
 from app.modules.ai.routing import Router
 from app.modules.ai.service import UnifiedAIService
 from app.modules.ai.stats import ProviderStats
+from app.modules.ai.usage import UsageLedger
 
 
 class AIModule(Provider):
@@ -29,6 +34,26 @@ class AIModule(Provider):
 
     prices = provide(PriceTable)
     service = provide(UnifiedAIService)
+    budget = provide(BudgetGuard)
+
+    @provide
+    async def engine(self, settings: Settings) -> AsyncIterator[AsyncEngine]:
+        engine = make_engine(settings.database_url)
+        yield engine
+        await engine.dispose()
+
+    @provide
+    def ledger(
+        self, engine: AsyncEngine, settings: Settings, clock: Clock, metrics: AIMetrics
+    ) -> UsageLedger:
+        return UsageLedger(engine, settings, clock, metrics)
+
+    @provide
+    def cache(self, settings: Settings, clock: Clock, metrics: AIMetrics) -> ResponseCache:
+        store = MemoryStore(
+            clock, metrics, max_entries=settings.ai_cache_max_entries, ttl_s=settings.ai_cache_ttl_s
+        )
+        return ResponseCache(store, metrics, enabled=settings.ai_cache_enabled)
 
     @provide
     def metrics(self, telemetry: Telemetry, settings: Settings) -> AIMetrics:

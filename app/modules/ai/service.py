@@ -1,11 +1,18 @@
-"""UnifiedAIService: one call in, the cheapest working provider's answer out."""
+"""UnifiedAIService: one call in, the cheapest working provider's answer out.
+
+cache (exact match, single-flight) -> route (strategy) -> per model: budget reserve ->
+guarded provider call -> budget settle -> ledger rows for every upstream attempt
+"""
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass, replace
 
 from app.core.clock import Clock
-from app.core.settings import ProviderName, Settings
+from app.core.settings import ModelPrice, ProviderName, Settings
+from app.modules.ai.budget import Blocked, BudgetGuard
+from app.modules.ai.cache import ResponseCache
 from app.modules.ai.domain import (
     AIResponse,
     Attempt,
@@ -16,6 +23,7 @@ from app.modules.ai.domain import (
 )
 from app.modules.ai.errors import (
     AllProvidersFailed,
+    BudgetExceeded,
     DeadlineExceeded,
     FailureKind,
     ModelNotFound,
@@ -23,13 +31,17 @@ from app.modules.ai.errors import (
     UpstreamRejected,
 )
 from app.modules.ai.metrics import AIMetrics
-from app.modules.ai.pricing import PriceTable
+from app.modules.ai.pricing import TOKENS_PER_PRICE_UNIT, PriceTable
 from app.modules.ai.resilience import GuardedProvider, ProviderSkipped
 from app.modules.ai.resilience.guard import ProviderGuards
 from app.modules.ai.routing import ALIASES, Route, Router
+from app.modules.ai.usage import UsageLedger, UsageRow
 
 # When a provider failed with no hint of when it recovers, callers may come back after this.
 DEFAULT_RETRY_AFTER_S = 1.0
+# Tokens the chat templates add per message, on top of the text (upper bound).
+MESSAGE_OVERHEAD_TOKENS = 8
+BUDGET_SKIP = "budget_exceeded"
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +51,18 @@ class ProviderVerdict:
     provider: ProviderName
     reason: str
     retry_after_s: float | None
+    budget_blocked: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class _Call:
+    """One request on its way through the providers."""
+
+    request: CompletionRequest
+    context: CallContext
+    request_id: str
+    started: float
+    deadline: float
 
 
 class UnifiedAIService:
@@ -50,6 +74,9 @@ class UnifiedAIService:
         prices: PriceTable,
         clock: Clock,
         metrics: AIMetrics,
+        budget: BudgetGuard,
+        cache: ResponseCache,
+        ledger: UsageLedger,
     ) -> None:
         self._settings = settings
         self._guards = guards
@@ -57,6 +84,9 @@ class UnifiedAIService:
         self._prices = prices
         self._clock = clock
         self._metrics = metrics
+        self._budget = budget
+        self._cache = cache
+        self._ledger = ledger
 
     @property
     def guards(self) -> ProviderGuards:
@@ -71,29 +101,38 @@ class UnifiedAIService:
     ) -> AIResponse:
         """The answer of the first provider that can give one, with the route it took.
 
-        Raises UnknownModel, UpstreamRejected, ModelNotFound, AllProvidersFailed or
-        DeadlineExceeded (all GatewayError, mapped to problem+json)."""
+        Raises UnknownModel, UpstreamRejected, ModelNotFound, BudgetExceeded,
+        AllProvidersFailed or DeadlineExceeded (all GatewayError, mapped to problem+json)."""
         started = self._clock.monotonic()
         limit = self._settings.ai_request_deadline_s
-        deadline = started + (min(deadline_s, limit) if deadline_s else limit)
-        plan = self._router.plan(request.model, request.strategy)
+        context = context or CallContext()
+        call = _Call(
+            request=request,
+            context=context,
+            request_id=context.request_id or uuid.uuid4().hex,
+            started=started,
+            deadline=started + (min(deadline_s, limit) if deadline_s else limit),
+        )
+        plan = self._router.plan(request.model, request.strategy)  # 400 before anything else
+        response, hit = await self._cache.get_or_compute(request, lambda: self._call(plan, call))
+        if not hit:
+            return response
+        latency_ms = (self._clock.monotonic() - started) * 1000
+        self._ledger.record([self._cache_row(call, response, latency_ms)])
+        return replace(response, cached=True, cost_usd=0.0, latency_ms=latency_ms, attempts=())
+
+    async def _call(self, plan: list[Route], call: _Call) -> AIResponse:
         attempts: list[Attempt] = []
         try:
-            response = await self._walk(plan, request, started, deadline, attempts)
+            response = await self._walk(plan, call, attempts)
         finally:
             upstream_ms = sum(a.latency_ms for a in attempts)
-            total_ms = (self._clock.monotonic() - started) * 1000
+            total_ms = (self._clock.monotonic() - call.started) * 1000
             self._metrics.overhead.record(max(0.0, total_ms - upstream_ms) / 1000)
+            self._ledger.record(self._rows(call, attempts))
         return replace(response, latency_ms=total_ms, attempts=tuple(attempts))
 
-    async def _walk(
-        self,
-        plan: list[Route],
-        request: CompletionRequest,
-        started: float,
-        deadline: float,
-        attempts: list[Attempt],
-    ) -> AIResponse:
+    async def _walk(self, plan: list[Route], call: _Call, attempts: list[Attempt]) -> AIResponse:
         verdicts: list[ProviderVerdict] = []
         failed_from: ProviderName | None = None
         for index, route in enumerate(plan):
@@ -102,7 +141,6 @@ class UnifiedAIService:
                 attempts.append(
                     Attempt(route.provider, None, AttemptOutcome.SKIPPED, "not_configured")
                 )
-                verdicts.append(ProviderVerdict(route.provider, "not configured", None))
                 continue
             if failed_from is not None:
                 self._metrics.fallbacks.add(
@@ -113,49 +151,78 @@ class UnifiedAIService:
                 (g := self._guards.get(r.provider)) is not None and g.available()
                 for r in plan[index + 1 :]
             )
-            outcome = await self._try_provider(
-                guard, route.models, request, deadline, attempts, may_retry
-            )
+            outcome = await self._try_provider(guard, route.models, call, attempts, may_retry)
             if isinstance(outcome, AIResponse):
                 return outcome
             verdicts.append(outcome)
             failed_from = route.provider
-            if self._clock.monotonic() >= deadline:
+            if self._clock.monotonic() >= call.deadline:
                 raise DeadlineExceeded(
-                    f"no provider answered within {deadline - started:.1f}s",
+                    f"no provider answered within {call.deadline - call.started:.1f}s",
                     extra={"providers": _reasons(verdicts), "attempts": _attempts(attempts)},
                 )
-        pinned = request.model not in ALIASES
+        raise self._no_answer(plan, call, verdicts, attempts)
+
+    def _no_answer(
+        self,
+        plan: list[Route],
+        call: _Call,
+        verdicts: list[ProviderVerdict],
+        attempts: list[Attempt],
+    ) -> Exception:
+        extra = {"providers": _reasons(verdicts), "attempts": _attempts(attempts)}
+        pinned = call.request.model not in ALIASES
         if pinned and attempts and all(a.error_type == FailureKind.NOT_FOUND for a in attempts):
-            raise ModelNotFound(
+            return ModelNotFound(
                 f"{plan[0].provider.value} has no model {plan[0].models[0]!r}; use an alias "
                 f"({', '.join(ALIASES)}) or a model the provider serves",
                 extra={"attempts": _attempts(attempts)},
             )
+        if verdicts and all(v.budget_blocked for v in verdicts):
+            return BudgetExceeded(
+                "every provider that could answer is over its daily budget: "
+                + "; ".join(f"{v.provider.value}: {v.reason}" for v in verdicts),
+                retry_after_s=self._budget.seconds_until_reset(),
+                extra=extra,
+            )
         waits = [v.retry_after_s for v in verdicts if v.retry_after_s is not None]
-        raise AllProvidersFailed(
-            "no provider could answer: "
-            + "; ".join(f"{v.provider.value}: {v.reason}" for v in verdicts),
+        detail = "; ".join(f"{v.provider.value}: {v.reason}" for v in verdicts)
+        return AllProvidersFailed(
+            f"no provider could answer: {detail or 'none is configured'}",
             retry_after_s=min(waits) if waits else DEFAULT_RETRY_AFTER_S,
-            extra={"providers": _reasons(verdicts), "attempts": _attempts(attempts)},
+            extra=extra,
         )
 
     async def _try_provider(
         self,
         guard: GuardedProvider,
         models: tuple[str, ...],
-        request: CompletionRequest,
-        deadline: float,
+        call: _Call,
         attempts: list[Attempt],
         may_retry: bool,
     ) -> AIResponse | ProviderVerdict:
-        """Walk one provider's model chain: rate limits and missing models move to the next
-        model, faults of the provider itself move on to the next provider."""
+        """Walk one provider's model chain: rate limits, missing models and budgets move to the
+        next model, faults of the provider itself move on to the next provider."""
         verdict = ProviderVerdict(guard.name, "no model tried", None)
         for model in models:
+            worst_case = self._worst_case_usd(call.request, self._prices.price(guard.name, model))
+            reservation = self._budget.reserve(guard.name, call.context.caller, worst_case)
+            if isinstance(reservation, Blocked):
+                attempts.append(Attempt(guard.name, model, AttemptOutcome.SKIPPED, BUDGET_SKIP))
+                verdict = ProviderVerdict(
+                    guard.name,
+                    f"{reservation.budget} daily budget reached",
+                    reservation.retry_after_s,
+                    budget_blocked=True,
+                )
+                continue
+            cost = 0.0
             try:
                 reply = await guard.complete(
-                    request, model, deadline, attempts, may_retry=may_retry
+                    call.request, model, call.deadline, attempts, may_retry=may_retry
+                )
+                cost = self._prices.cost(
+                    guard.name, model, reply.prompt_tokens, reply.completion_tokens
                 )
             except ProviderSkipped as skip:
                 attempts.append(Attempt(guard.name, model, AttemptOutcome.SKIPPED, skip.reason))
@@ -176,9 +243,9 @@ class UnifiedAIService:
                 if error.kind in (FailureKind.RATE_LIMITED, FailureKind.NOT_FOUND):
                     continue
                 return verdict
-            cost = self._prices.cost(
-                guard.name, model, reply.prompt_tokens, reply.completion_tokens
-            )
+            finally:
+                self._budget.settle(reservation, cost)
+            attempts[-1] = replace(attempts[-1], cost_usd=cost)
             self._metrics.usage(
                 guard.name.value, model, reply.prompt_tokens, reply.completion_tokens, cost
             )
@@ -192,6 +259,62 @@ class UnifiedAIService:
                 finish_reason=reply.finish_reason,
             )
         return verdict
+
+    def _worst_case_usd(self, request: CompletionRequest, price: ModelPrice | None) -> float:
+        """An upper bound of the call's cost: every UTF-8 byte of the prompt as a token (no
+        BPE token is shorter than a byte) and the whole max_tokens as output."""
+        if price is None or (price.input == 0 and price.output == 0):
+            return 0.0
+        prompt = sum(len(m.content.encode()) + MESSAGE_OVERHEAD_TOKENS for m in request.messages)
+        completion = request.max_tokens or self._settings.ai_max_tokens_limit
+        return (prompt * price.input + completion * price.output) / TOKENS_PER_PRICE_UNIT
+
+    def _rows(self, call: _Call, attempts: list[Attempt]) -> list[UsageRow]:
+        now = self._clock.now()
+        return [
+            UsageRow(
+                request_id=call.request_id,
+                user_id=call.context.caller,
+                service_name=call.context.service_name,
+                intent=call.request.intent.value if call.request.intent else None,
+                provider=a.provider.value,
+                model=a.model,
+                endpoint=a.endpoint,
+                status_code=a.status_code,
+                outcome="success" if a.outcome is AttemptOutcome.SUCCESS else "error",
+                error_type=a.error_type,
+                prompt_tokens=a.prompt_tokens,
+                completion_tokens=a.completion_tokens,
+                cost_usd=a.cost_usd,
+                duration_ms=a.latency_ms,
+                error_message=a.error_message,
+                metadata={"attempt": number, "strategy": _strategy(call.request)},
+                created_at=now,
+            )
+            for number, a in enumerate(attempts, start=1)
+            if a.outcome is not AttemptOutcome.SKIPPED
+        ]
+
+    def _cache_row(self, call: _Call, response: AIResponse, latency_ms: float) -> UsageRow:
+        return UsageRow(
+            request_id=call.request_id,
+            user_id=call.context.caller,
+            service_name=call.context.service_name,
+            intent=call.request.intent.value if call.request.intent else None,
+            provider=response.provider.value,
+            model=response.model,
+            endpoint="cache",
+            status_code=200,
+            outcome="cache_hit",
+            cached=True,
+            duration_ms=latency_ms,
+            metadata={"strategy": _strategy(call.request)},
+            created_at=self._clock.now(),
+        )
+
+
+def _strategy(request: CompletionRequest) -> str | None:
+    return request.strategy.value if request.strategy else None
 
 
 def _retry_hint(guard: GuardedProvider, error: ProviderError) -> float | None:

@@ -18,6 +18,7 @@ class AzureOpenAIAdapter:
     """
 
     name = ProviderName.AZURE
+    endpoint = "deployments/chat/completions"
 
     def __init__(self, client: httpx.AsyncClient, *, api_version: str) -> None:
         self._client = client

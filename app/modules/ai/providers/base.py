@@ -28,6 +28,7 @@ _JSON_ENCODER = msgspec.json.Encoder()
 
 class ProviderAdapter(Protocol):
     name: ProviderName
+    endpoint: str  # the upstream operation, for the ledger
 
     async def complete(self, request: CompletionRequest, model: str, key: ApiKey) -> ProviderReply:
         """One completion. Raises ProviderError on any failure."""

@@ -88,6 +88,7 @@ class GeminiAdapter:
     """`POST {base}/v1beta/models/{model}:generateContent` with `x-goog-api-key`."""
 
     name = ProviderName.GEMINI
+    endpoint = "generateContent"
 
     def __init__(self, client: httpx.AsyncClient) -> None:
         self._client = client

@@ -87,6 +87,8 @@ def status_error(response: httpx.Response, body: bytes) -> ProviderError:
 class OpenAICompatibleAdapter:
     """`POST {base}/chat/completions` with `Authorization: Bearer`: OpenAI and Groq."""
 
+    endpoint = "chat/completions"
+
     def __init__(self, name: ProviderName, client: httpx.AsyncClient) -> None:
         self.name = name
         self._client = client

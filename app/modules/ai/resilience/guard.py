@@ -181,7 +181,16 @@ class GuardedProvider:
             self.stats.record(elapsed, ok=True)
             self._metrics.attempt(self.name.value, model, "success", elapsed)
             attempts.append(
-                Attempt(self.name, model, AttemptOutcome.SUCCESS, None, elapsed * 1000, 200)
+                Attempt(
+                    self.name,
+                    model,
+                    AttemptOutcome.SUCCESS,
+                    latency_ms=elapsed * 1000,
+                    status_code=200,
+                    endpoint=self.adapter.endpoint,
+                    prompt_tokens=reply.prompt_tokens,
+                    completion_tokens=reply.completion_tokens,
+                )
             )
             return reply
         elapsed = self._clock.monotonic() - started
@@ -192,8 +201,10 @@ class GuardedProvider:
                 model,
                 AttemptOutcome.ERROR,
                 error.kind.value,
-                elapsed * 1000,
-                error.status_code,
+                latency_ms=elapsed * 1000,
+                status_code=error.status_code,
+                endpoint=self.adapter.endpoint,
+                error_message=error.message,
             )
         )
         raise error

@@ -1,0 +1,228 @@
+"""Daily budget guards, exact under concurrency.
+
+Before a paid call the service reserves its worst-case cost against every budget that
+applies (the provider's, the total, the caller's); after it, the reservation is settled to the
+real cost and the rest released (also on failure). Reserving is synchronous: on one event
+loop no two requests interleave inside it, so concurrent requests can never together pass a
+budget. Spend is kept per day in BUDGET_TIMEZONE, from the injected clock, and rebuilt from
+the ledger at start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import defaultdict
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta
+from decimal import Decimal
+from zoneinfo import ZoneInfo
+
+import httpx
+
+from app.core.clock import Clock
+from app.core.settings import ProviderName, Settings
+from app.modules.ai.metrics import AIMetrics
+from app.modules.ai.usage import UsageLedger
+
+log = logging.getLogger("app.ai.budget")
+
+ALERT_LEVELS = (80, 90, 100)
+TOTAL = "total"
+CALLER_PREFIX = "caller:"
+
+
+def usd(value: float) -> Decimal:
+    """Money as Decimal, rounded to a billionth of a dollar, so sums do not drift."""
+    return Decimal(str(round(value, 9)))
+
+
+@dataclass(slots=True)
+class Reservation:
+    """Money held against budgets for one call; settled exactly once."""
+
+    day: date
+    budgets: tuple[str, ...]
+    amount: Decimal
+    settled: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Blocked:
+    """Which budget would be passed, and when it resets."""
+
+    budget: str
+    retry_after_s: float
+
+
+@dataclass(slots=True)
+class _Day:
+    day: date
+    spent: dict[str, Decimal] = field(default_factory=lambda: defaultdict(Decimal))
+    reserved: dict[str, Decimal] = field(default_factory=lambda: defaultdict(Decimal))
+    alerted: set[tuple[str, int]] = field(default_factory=set)
+
+
+class BudgetGuard:
+    def __init__(self, settings: Settings, clock: Clock, metrics: AIMetrics) -> None:
+        self._clock = clock
+        self._zone = ZoneInfo(settings.budget_timezone)
+        self._limits: dict[str, Decimal | None] = {
+            name.value: _limit(settings.daily_budget(name)) for name in ProviderName
+        }
+        self._limits[TOTAL] = _limit(settings.daily_budget_usd_total)
+        self._per_caller = _limit(settings.daily_budget_usd_per_caller)
+        self._callers = tuple(settings.gateway_api_keys)
+        self._webhook = settings.budget_alert_webhook_url
+        self._webhook_timeout = settings.budget_alert_webhook_timeout_s
+        self._metrics = metrics
+        self._today = _Day(self._day())
+        self._background: set[asyncio.Task[None]] = set()
+        metrics.gauge(
+            "ai_budget_spent_usd",
+            "",
+            "Spend so far today per budget, in USD",
+            lambda: [(float(v), {"budget": k}) for k, v in self._current().spent.items()],
+        )
+        metrics.gauge(
+            "ai_budget_limit_usd",
+            "",
+            "Daily limit per budget, in USD",
+            lambda: [(float(v), {"budget": k}) for k, v in self.limits().items()],
+        )
+
+    def limits(self) -> dict[str, Decimal]:
+        limits = {k: v for k, v in self._limits.items() if v is not None}
+        if self._per_caller is not None:
+            for caller in self._callers:
+                limits[CALLER_PREFIX + caller] = self._per_caller
+        return limits
+
+    def _day(self) -> date:
+        return self._clock.now().astimezone(self._zone).date()
+
+    def _current(self) -> _Day:
+        today = self._day()
+        if today != self._today.day:
+            self._today = _Day(today)
+        return self._today
+
+    def seconds_until_reset(self) -> float:
+        now = self._clock.now().astimezone(self._zone)
+        midnight = datetime.combine(now.date() + timedelta(days=1), time(), tzinfo=self._zone)
+        return max(1.0, (midnight - now).total_seconds())
+
+    def _budgets_for(self, provider: ProviderName, caller: str) -> list[tuple[str, Decimal]]:
+        found: list[tuple[str, Decimal]] = []
+        for name in (provider.value, TOTAL):
+            limit = self._limits[name]
+            if limit is not None:
+                found.append((name, limit))
+        if self._per_caller is not None:
+            found.append((CALLER_PREFIX + caller, self._per_caller))
+        return found
+
+    def reserve(
+        self, provider: ProviderName, caller: str, worst_case_usd: float
+    ) -> Reservation | Blocked:
+        """Hold `worst_case_usd` against every budget that applies, or say which would pass.
+
+        A free call (worst case 0) is never blocked and holds nothing."""
+        day = self._current()
+        amount = usd(worst_case_usd)
+        if amount <= 0:
+            return Reservation(day.day, (), Decimal(0))
+        budgets = self._budgets_for(provider, caller)
+        for name, limit in budgets:
+            if day.spent[name] + day.reserved[name] + amount > limit:
+                return Blocked(name, self.seconds_until_reset())
+        for name, _ in budgets:
+            day.reserved[name] += amount
+        return Reservation(day.day, tuple(name for name, _ in budgets), amount)
+
+    def settle(self, reservation: Reservation, actual_usd: float) -> None:
+        """Replace the held amount by the real cost (0 when the call failed)."""
+        if reservation.settled:
+            return
+        reservation.settled = True
+        day = self._current()
+        if reservation.day != day.day:
+            return  # yesterday's reservation: that day's totals are gone
+        actual = usd(actual_usd)
+        for name in reservation.budgets:
+            day.reserved[name] -= reservation.amount
+            day.spent[name] += actual
+            self._check_alerts(day, name)
+
+    def restore(self, spent: Mapping[str, float]) -> None:
+        """Today's spend per budget, as rebuilt from the ledger at start."""
+        day = self._current()
+        for name, value in spent.items():
+            day.spent[name] = usd(value)
+
+    def spent(self, budget: str) -> Decimal:
+        return self._current().spent[budget]
+
+    def _check_alerts(self, day: _Day, name: str) -> None:
+        limit = self.limits().get(name)
+        if not limit:
+            return
+        share = day.spent[name] / limit * 100
+        for level in ALERT_LEVELS:
+            if share >= level and (name, level) not in day.alerted:
+                day.alerted.add((name, level))
+                self._alert(name, level, day.spent[name], limit)
+
+    def _alert(self, budget: str, level: int, spent: Decimal, limit: Decimal) -> None:
+        log.warning(
+            "budget alert budget=%s level=%d%% spent_usd=%s limit_usd=%s",
+            budget,
+            level,
+            spent,
+            limit,
+        )
+        self._metrics.budget_alerts.add(1, {"budget": budget, "level": str(level)})
+        if self._webhook:
+            payload = {
+                "event": "budget_alert",
+                "budget": budget,
+                "level_percent": level,
+                "spent_usd": float(spent),
+                "limit_usd": float(limit),
+                "day": self._today.day.isoformat(),
+            }
+            task = asyncio.get_running_loop().create_task(self._post(payload))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+    async def _post(self, payload: dict[str, object]) -> None:
+        """Fire and forget, bounded in time; a failing webhook is logged, never raised."""
+        assert self._webhook is not None
+        try:
+            async with httpx.AsyncClient(timeout=self._webhook_timeout, trust_env=False) as client:
+                response = await client.post(self._webhook, json=payload)
+                response.raise_for_status()
+        except (httpx.HTTPError, OSError) as exc:
+            log.error("budget alert webhook failed: %s", type(exc).__name__)
+
+    async def aclose(self) -> None:
+        """Let alert webhooks in flight finish (each is bounded by its timeout)."""
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
+
+
+def _limit(value: float | None) -> Decimal | None:
+    return None if value is None else usd(value)
+
+
+async def restore_budgets(budget: BudgetGuard, ledger: UsageLedger) -> None:
+    """Today's spend per provider, in total and per caller, read back from the ledger."""
+    spend = await ledger.spend_today()
+    restored = dict(spend["providers"])
+    restored[TOTAL] = sum(spend["providers"].values())
+    for caller, value in spend["callers"].items():
+        restored[CALLER_PREFIX + caller] = value
+    budget.restore(restored)
+    if any(restored.values()):
+        log.info("budgets restored from the ledger total_usd=%.6f", restored[TOTAL])

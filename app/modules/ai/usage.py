@@ -1,0 +1,254 @@
+"""The usage ledger: one row per upstream attempt and per cache hit, in a real database.
+
+Rows are buffered and written in batches by a background task, off the request path. A
+write that fails (database briefly down) keeps its rows and is retried with backoff; only
+when the bounded buffer overflows are rows dropped, loudly and counted. Closing the ledger
+(graceful shutdown) flushes everything still buffered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, time
+from decimal import Decimal
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Column,
+    DateTime,
+    Float,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    func,
+    insert,
+    select,
+)
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app.core.clock import Clock
+from app.core.settings import Settings
+from app.modules.ai.metrics import AIMetrics
+
+log = logging.getLogger("app.ai.ledger")
+
+metadata = MetaData()
+
+llm_usage_logs = Table(
+    "llm_usage_logs",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("request_id", String(64), nullable=False, index=True),
+    Column("user_id", String(128), nullable=False, index=True),
+    Column("service_name", String(64), nullable=False),
+    Column("intent", String(32), nullable=True),
+    Column("provider", String(32), nullable=False, index=True),
+    Column("model", String(200), nullable=True),
+    Column("endpoint", String(200), nullable=True),
+    Column("status_code", Integer, nullable=True),
+    Column("outcome", String(32), nullable=False),
+    Column("error_type", String(32), nullable=True),
+    Column("prompt_tokens", Integer, nullable=False, default=0),
+    Column("completion_tokens", Integer, nullable=False, default=0),
+    Column("total_tokens", Integer, nullable=False, default=0),
+    Column("cost_usd", Float, nullable=False, default=0.0),
+    Column("duration_ms", Float, nullable=False, default=0.0),
+    Column("cached", Boolean, nullable=False, default=False),
+    Column("error_message", Text, nullable=True),
+    Column("metadata", JSON, nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False, index=True),
+)
+
+
+@dataclass(slots=True)
+class UsageRow:
+    """One ledger row. `error_message` is ours (classified), never an upstream body."""
+
+    request_id: str
+    user_id: str
+    service_name: str
+    provider: str
+    outcome: str
+    created_at: datetime
+    intent: str | None = None
+    model: str | None = None
+    endpoint: str | None = None
+    status_code: int | None = None
+    error_type: str | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float = 0.0
+    duration_ms: float = 0.0
+    cached: bool = False
+    error_message: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    id: str = field(default_factory=lambda: str(uuid.uuid4()))
+
+    def values(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "request_id": self.request_id,
+            "user_id": self.user_id,
+            "service_name": self.service_name,
+            "intent": self.intent,
+            "provider": self.provider,
+            "model": self.model,
+            "endpoint": self.endpoint,
+            "status_code": self.status_code,
+            "outcome": self.outcome,
+            "error_type": self.error_type,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.prompt_tokens + self.completion_tokens,
+            "cost_usd": self.cost_usd,
+            "duration_ms": round(self.duration_ms, 3),
+            "cached": self.cached,
+            "error_message": self.error_message,
+            "metadata": self.metadata,
+            "created_at": self.created_at,
+        }
+
+
+class UsageLedger:
+    def __init__(
+        self, engine: AsyncEngine, settings: Settings, clock: Clock, metrics: AIMetrics
+    ) -> None:
+        self._engine = engine
+        self._clock = clock
+        self._metrics = metrics
+        self._batch = settings.ledger_batch_size
+        self._interval = settings.ledger_flush_interval_s
+        self._max_rows = settings.ledger_buffer_max_rows
+        self._zone = ZoneInfo(settings.budget_timezone)
+        self._buffer: deque[UsageRow] = deque()
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+        self._failures = 0
+        self.dropped = 0
+        metrics.gauge(
+            "ai_ledger_buffer_rows",
+            "",
+            "Ledger rows waiting to be written",
+            lambda: [(float(len(self._buffer)), {})],
+        )
+
+    def record(self, rows: Sequence[UsageRow]) -> None:
+        """Queue rows for the writer; never blocks and never touches the database."""
+        for row in rows:
+            if len(self._buffer) >= self._max_rows:
+                self.dropped += 1
+                self._metrics.ledger_write_failures.add(1, {"reason": "buffer_full"})
+                log.error(
+                    "ledger buffer full (%d rows): dropping a row; the database has been "
+                    "unavailable too long",
+                    self._max_rows,
+                )
+                continue
+            self._buffer.append(row)
+        if len(self._buffer) >= self._batch:
+            self._wake.set()
+
+    @property
+    def pending(self) -> int:
+        return len(self._buffer)
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="usage-ledger-writer")
+
+    async def _run(self) -> None:
+        # Never cancelled mid-write (close() asks it to stop), so a committed batch is
+        # always removed from the buffer and never written twice.
+        while not self._stopping:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._backoff()):
+                    await self._wake.wait()
+            self._wake.clear()
+            await self.flush()
+
+    def _backoff(self) -> float:
+        """The flush interval, growing (to 30 s) while writes keep failing."""
+        growth: float = 2.0 ** min(self._failures, 6)
+        return min(30.0, self._interval * growth)
+
+    async def flush(self) -> bool:
+        """Write everything buffered now; False if the database refused (rows are kept)."""
+        while self._buffer:
+            batch = [self._buffer[i] for i in range(min(self._batch, len(self._buffer)))]
+            try:
+                async with self._engine.begin() as connection:
+                    await connection.execute(insert(llm_usage_logs), [r.values() for r in batch])
+            except (SQLAlchemyError, OSError) as exc:
+                self._failures += 1
+                self._metrics.ledger_write_failures.add(1, {"reason": "database"})
+                log.error(
+                    "ledger write failed (%s); %d rows kept for retry",
+                    type(exc).__name__,
+                    len(self._buffer),
+                )
+                return False
+            for _ in batch:
+                self._buffer.popleft()
+            self._failures = 0
+        return True
+
+    async def close(self, timeout_s: float = 10.0) -> None:
+        """Stop the writer and flush what is left (graceful shutdown), retrying for a while
+        if the database is briefly away."""
+        self._stopping = True
+        self._wake.set()
+        if self._task is not None:
+            await self._task
+            self._task = None
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout_s):
+                while self._buffer and not await self.flush():
+                    await self._clock.sleep(0.2)
+        if self._buffer:
+            log.error("ledger closed with %d rows unwritten", len(self._buffer))
+
+    async def spend_today(self) -> dict[str, dict[str, float]]:
+        """Today's cost by provider and by caller, to rebuild budgets after a restart."""
+        now = self._clock.now().astimezone(self._zone)
+        start = datetime.combine(now.date(), time(), tzinfo=self._zone)
+        query_provider = (
+            select(llm_usage_logs.c.provider, func.sum(llm_usage_logs.c.cost_usd))
+            .where(llm_usage_logs.c.created_at >= start)
+            .group_by(llm_usage_logs.c.provider)
+        )
+        query_caller = (
+            select(llm_usage_logs.c.user_id, func.sum(llm_usage_logs.c.cost_usd))
+            .where(llm_usage_logs.c.created_at >= start)
+            .group_by(llm_usage_logs.c.user_id)
+        )
+        async with self._engine.connect() as connection:
+            providers = {
+                str(p): _number(c) for p, c in (await connection.execute(query_provider)).all()
+            }
+            callers = {
+                str(u): _number(c) for u, c in (await connection.execute(query_caller)).all()
+            }
+        return {"providers": providers, "callers": callers}
+
+    async def count(self) -> int:
+        async with self._engine.connect() as connection:
+            result = await connection.execute(select(func.count()).select_from(llm_usage_logs))
+            return int(result.scalar_one())
+
+
+def _number(value: object) -> float:
+    """A SUM() result: a float, a Decimal (PostgreSQL numeric) or NULL."""
+    return float(value) if isinstance(value, int | float | Decimal) else 0.0
