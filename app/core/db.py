@@ -27,11 +27,11 @@ def _make_sqlite_dir(url: str) -> None:
         Path(database).parent.mkdir(parents=True, exist_ok=True)
 
 
-def make_engine(url: str) -> AsyncEngine:
+def make_engine(url: str, *, busy_timeout_s: float = 5.0) -> AsyncEngine:
     _make_sqlite_dir(url)
     if _is_sqlite(url):
-        # Wait for a lock rather than fail at once when a reader holds the file.
-        return create_async_engine(url, connect_args={"timeout": 30})
+        # Wait a while for a lock rather than fail at once when a reader holds the file.
+        return create_async_engine(url, connect_args={"timeout": busy_timeout_s})
     return create_async_engine(url, pool_size=5, max_overflow=5, pool_pre_ping=True)
 
 

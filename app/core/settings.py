@@ -7,6 +7,7 @@ settings dump, a log line or a traceback never shows them.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 from enum import StrEnum
 from pathlib import Path
@@ -140,10 +141,114 @@ class OpenAISettings(ProviderSettings):
 class LiteratureSettings(BaseSettings):
     """Full-text detection: upstream URLs, the outbound-request guard, limits."""
 
-    model_config = SettingsConfigDict(env_prefix="LITERATURE_", extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(
+        env_prefix="LITERATURE_", extra="ignore", frozen=True, populate_by_name=True
+    )
 
-    # Unpaywall asks every caller for a contact e-mail (env UNPAYWALL_EMAIL).
+    # Unpaywall asks every caller for a contact e-mail (env UNPAYWALL_EMAIL); without one,
+    # tier 4 is skipped rather than sending anonymous requests it would answer with 422.
     unpaywall_email: str = Field(default="", validation_alias="UNPAYWALL_EMAIL")
+
+    # --- upstreams -------------------------------------------------------------------------
+    unpaywall_base_url: str = "https://api.unpaywall.org/v2"
+    doi_resolver_url: str = "https://doi.org"
+    pmc_article_base_url: str = "https://pmc.ncbi.nlm.nih.gov/articles"
+    # NCBI's ID converter turns a PMID into a PMCID when the paper has no PMCID.
+    pmc_idconv_url: str = "https://www.ncbi.nlm.nih.gov/pmc/utils/idconv/v1.0/"
+
+    # --- outbound guard (app.modules.literature.safety / fetcher) --------------------------
+    # Hostname -> IP address, used instead of DNS (JSON in the environment). The sandbox maps
+    # its publisher hostnames to 127.0.0.1 this way, so tests run the production guard.
+    host_overrides: dict[str, str] = Field(default_factory=dict)
+    # Hosts that may resolve to private or loopback addresses (exact names). Nothing else may.
+    trusted_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # Egress allowlist: when not empty, only these hosts (and their subdomains) are fetched;
+    # everything else is refused before any DNS lookup.
+    allowed_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # Redirect hops followed per request, each re-checked (browsers allow 20; publishers
+    # rarely need more than 3: doi.org -> linkinghub -> article).
+    max_redirects: int = Field(default=5, ge=0, le=20)
+    # Body caps. HTML landing pages are rarely above 2 MB; a PDF above 30 MB is a book or a
+    # scan, not something to hold in memory per paper.
+    max_html_bytes: int = Field(default=5 * 1024 * 1024, ge=1024)
+    max_pdf_bytes: int = Field(default=30 * 1024 * 1024, ge=1024)
+    max_json_bytes: int = Field(default=1024 * 1024, ge=1024)
+    # "Verified by a bounded request": this many bytes are enough to see a PDF's magic number.
+    probe_bytes: int = Field(default=64 * 1024, ge=1024)
+    connect_timeout_s: float = Field(default=5.0, gt=0, le=60)
+    max_connections: int = Field(default=100, ge=1, le=10_000)
+    user_agent: str = "LiteratureAIGateway/0.1 (full-text detection)"
+
+    # --- the waterfall -----------------------------------------------------------------------
+    # Stored full text shorter than this is an abstract, not a paper (a short article body
+    # is about 10 000 characters; an abstract about 1 500).
+    database_min_chars: int = Field(default=5000, ge=1)
+    # Per-tier timeouts; a request's `tier_timeout_s` can only lower them.
+    direct_timeout_s: float = Field(default=10.0, gt=0, le=300)
+    pmc_timeout_s: float = Field(default=10.0, gt=0, le=300)
+    unpaywall_timeout_s: float = Field(default=10.0, gt=0, le=300)
+    publisher_timeout_s: float = Field(default=15.0, gt=0, le=300)
+    secondary_timeout_s: float = Field(default=20.0, gt=0, le=300)
+    ai_timeout_s: float = Field(default=30.0, gt=0, le=300)
+    # One paper's whole waterfall.
+    detect_deadline_s: float = Field(default=60.0, gt=0, le=600)
+    # Links tier 6 follows per paper, and how deep (a repository landing page -> its PDF).
+    max_secondary_links: int = Field(default=6, ge=1, le=50)
+    max_secondary_depth: int = Field(default=2, ge=1, le=3)
+    # Tier 7: characters of extracted text sent to the model (about 3 000 tokens), PDF pages
+    # read, and the verdict confidence needed to call the paper AI-verified.
+    ai_sample_chars: int = Field(default=12_000, ge=500, le=100_000)
+    ai_pdf_pages: int = Field(default=8, ge=1, le=100)
+    ai_min_confidence: float = Field(default=0.7, ge=0, le=1)
+
+    # --- batches -------------------------------------------------------------------------------
+    batch_max_size: int = Field(default=500, ge=1, le=10_000)
+    # Papers worked on at once per batch; each uses at most one connection at a time.
+    batch_concurrency: int = Field(default=16, ge=1, le=1000)
+    batch_deadline_s: float = Field(default=300.0, gt=0, le=3600)
+    # `POST /v1/fulltext/verify` content size.
+    verify_max_chars: int = Field(default=5_000_000, ge=1000)
+
+    # --- result cache ----------------------------------------------------------------------------
+    cache_ttl_s: float = Field(default=6 * 3600.0, ge=0)  # availability changes slowly
+    cache_max_entries: int = Field(default=50_000, ge=0)
+
+    # --- resilience per upstream host ---------------------------------------------------------
+    # Consecutive failures (5xx, timeouts, connection errors) that open a host's breaker.
+    breaker_fail_max: int = Field(default=5, ge=1)
+    breaker_reset_timeout_s: float = Field(default=60.0, gt=0)
+    # Requests per minute per publisher (keyed by publisher, or by host for unknown sites);
+    # publishers block crawlers well above one request a second.
+    publisher_rpm: int = Field(default=60, ge=1)
+    # Per-publisher overrides, JSON: {"elsevier": 20, "arxiv": 15} (arXiv asks for 1 per 3 s).
+    publisher_rpm_overrides: dict[str, int] = Field(default_factory=dict)
+    # Unpaywall: 100 000 calls a day is about 70 a minute.
+    unpaywall_rpm: int = Field(default=70, ge=1)
+    # A request waits this long at most for a rate-limit slot, then gives up on that host.
+    rate_limit_max_wait_s: float = Field(default=2.0, ge=0)
+    # Host breakers and limiters kept (least recently used dropped first).
+    max_tracked_hosts: int = Field(default=2000, ge=10)
+
+    _split = field_validator("trusted_hosts", "allowed_hosts", mode="before")(split_csv)
+
+    @field_validator("trusted_hosts", "allowed_hosts", mode="after")
+    @classmethod
+    def _lower_hosts(cls, value: list[str]) -> list[str]:
+        return [host.strip().lower().rstrip(".") for host in value if host.strip()]
+
+    @field_validator("host_overrides", mode="after")
+    @classmethod
+    def _valid_overrides(cls, value: dict[str, str]) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for host, address in value.items():
+            try:
+                ipaddress.ip_address(address)
+            except ValueError:
+                raise ValueError(
+                    f"LITERATURE_HOST_OVERRIDES: {host!r} must map to an IP address"
+                ) from None
+            out[host.strip().lower().rstrip(".")] = address
+        return out
 
 
 class ModelPrice(BaseModel):
@@ -231,6 +336,8 @@ class Settings(BaseSettings):
     budget_alert_webhook_timeout_s: float = Field(default=5.0, gt=0)
     # Usage ledger: SQLite by default, PostgreSQL by URL (postgresql+asyncpg://...).
     database_url: str = "sqlite+aiosqlite:///./data/gateway.db"
+    # SQLite only: how long a write waits for a lock before it fails (and is retried).
+    database_busy_timeout_s: float = Field(default=5.0, gt=0)
     # Rows are written in batches off the request path; the buffer is bounded.
     ledger_batch_size: int = Field(default=200, ge=1)
     ledger_flush_interval_s: float = Field(default=0.5, gt=0)

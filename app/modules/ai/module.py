@@ -38,7 +38,7 @@ class AIModule(Provider):
 
     @provide
     async def engine(self, settings: Settings) -> AsyncIterator[AsyncEngine]:
-        engine = make_engine(settings.database_url)
+        engine = make_engine(settings.database_url, busy_timeout_s=settings.database_busy_timeout_s)
         yield engine
         await engine.dispose()
 

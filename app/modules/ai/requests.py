@@ -39,6 +39,7 @@ def completion_request(body: CompletionBody, settings: Settings) -> CompletionRe
             json_mode=body.json_mode,
             intent=body.intent,
             strategy=body.strategy,
+            cache=body.cache,
         ),
         settings,
     )

@@ -41,6 +41,10 @@ class CompletionBody(BaseModel):
     timeout_s: float | None = Field(
         default=None, gt=0, le=600, description="Deadline for this request, at most the server's"
     )
+    cache: bool = Field(
+        default=False,
+        description="Use the response cache (always used when temperature is 0)",
+    )
 
     @model_validator(mode="after")
     def _one_input(self) -> CompletionBody:
