@@ -56,6 +56,11 @@ class AIMetrics:
             description="Time a request spent in the gateway itself: total minus upstream time",
             explicit_bucket_boundaries_advisory=list(OVERHEAD_BUCKETS_S),
         )
+        self.breaker_transitions = meter.create_counter(
+            "ai_provider_circuit_breaker_transitions",
+            unit="{transition}",
+            description="Circuit breaker state changes per provider, by the state entered",
+        )
         self.budget_alerts = meter.create_counter(
             "ai_budget_alerts",
             unit="{alert}",
