@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo serve test test-unit test-integration lint format typecheck bench check-config clean lock
+.PHONY: help install demo serve test test-unit test-integration lint format bench bench-fulltext chaos check-config clean lock
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -47,6 +47,9 @@ format: $(STAMP) ## Apply ruff's fixes and formatting
 
 bench: $(STAMP) ## Gateway overhead and throughput against the sandbox (prints a table)
 	$(BIN)/python -m bench.gateway_overhead
+
+bench-fulltext: $(STAMP) ## Full-text heuristics on the labelled development set (confusion table, precision, recall)
+	$(BIN)/python -m bench.fulltext_quality
 
 lock: ## Re-pin constraints.txt from a fresh resolve of pyproject.toml
 	rm -rf /tmp/lock-venv && $(PYTHON) -m venv /tmp/lock-venv

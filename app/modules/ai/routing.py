@@ -31,6 +31,8 @@ class Route:
     models: tuple[str, ...]
 
 
+_PROVIDER_NAMES = frozenset(p.value for p in ProviderName)
+
 LatencyLookup = Callable[[ProviderName], float | None]
 
 
@@ -60,7 +62,7 @@ class Router:
 
     def _pin(self, model: str) -> Route:
         prefix, _, rest = model.partition("/")
-        if rest and prefix in ProviderName.__members__.values():
+        if rest and prefix in _PROVIDER_NAMES:
             return Route(ProviderName(prefix), (rest,))
         for name in self._priority:
             if model in self._known[name]:
