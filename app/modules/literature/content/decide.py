@@ -1,0 +1,241 @@
+"""From features to a verdict: what the page is, how sure the heuristics are, what to do next.
+
+Full text is decided by points from four independent kinds of evidence, so no single signal
+(a long blog post, a reference list shown on a landing page, a sidebar saying "Subscribe") can
+carry the verdict alone:
+
+- prose: how much paragraph text there is outside reference lists;
+- structure: body sections (introduction, methods, results, discussion, conclusion) that are
+  followed by real text, not just named in an outline;
+- apparatus: a reference list or in-text citations;
+- identity: the page describes a scholarly item (citation_* meta, JSON-LD, an abstract, a DOI).
+
+Agreement of all four gives a certain verdict; a score on the boundary is reported as uncertain,
+which is when the caller asks an AI model. Pages that are not full text are then sorted into
+walls, landing pages, metadata records and non-articles by their own markers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from app.modules.literature.content.features import Features
+from app.modules.literature.content.model import ContentType
+
+FULL_POINTS = 6  # points at or above which a page is full text
+CERTAIN_FULL_POINTS = 7  # ... and at or above which no AI is needed
+CERTAIN_CONFIDENCE = 0.85
+
+_MIN_REFERENCES = 5
+_MANY_PARAGRAPHS = 12
+_SOME_PARAGRAPHS = 6
+_CHALLENGE_MAX_PROSE = 3_000
+_COOKIE_WALL_MAX_PROSE = 500
+_LOGIN_MAX_PROSE = 1_500
+_NEWS_PROSE = 1_500
+
+
+@dataclass(slots=True)
+class Verdict:
+    """The decision and the plain-words reasons behind it."""
+
+    content_type: ContentType
+    confidence: float
+    reasons: list[str] = field(default_factory=list)
+    points: int = 0
+
+    @property
+    def certain(self) -> bool:
+        return self.confidence >= CERTAIN_CONFIDENCE
+
+
+def full_text_points(f: Features) -> tuple[int, list[str]]:
+    """Points for full text (0-10) and the evidence that earned them."""
+    reasons: list[str] = []
+    prose = _step(f.prose_chars, ((15_000, 3), (8_000, 2), (4_000, 1)))
+    if prose:
+        reasons.append(f"{f.prose_chars} characters of prose")
+    # Sections named like a paper's (introduction, methods...) are the clearest structure; many
+    # full texts (essays, reviews, humanities articles) use headings of their own, so a body of
+    # many long paragraphs also counts, for less.
+    sections = min(len(f.substantive_sections), 3)
+    paragraphs = _step(f.long_blocks, ((_MANY_PARAGRAPHS, 2), (_SOME_PARAGRAPHS, 1)))
+    structure = max(sections, paragraphs)
+    if sections:
+        reasons.append("body sections with text: " + ", ".join(f.substantive_sections))
+    elif paragraphs:
+        reasons.append(f"{f.long_blocks} long paragraphs")
+    # A reference list alone can be shown on a landing page; citations inside the prose cannot,
+    # so both together are worth more than either.
+    many_refs, many_cites = f.reference_count >= 15, f.citation_markers >= 20
+    apparatus = 0
+    if many_refs and many_cites:
+        apparatus = 3
+    elif many_refs or many_cites:
+        apparatus = 2
+    elif f.reference_count >= 5 or f.citation_markers >= 5:
+        apparatus = 1
+    if apparatus:
+        reasons.append(f"{f.reference_count} references, {f.citation_markers} in-text citations")
+    identity = int(f.about_a_paper)
+    if identity:
+        reasons.append("scholarly metadata")
+    return prose + structure + apparatus + identity, reasons
+
+
+def _step(value: int, steps: tuple[tuple[int, int], ...]) -> int:
+    for threshold, points in steps:
+        if value >= threshold:
+            return points
+    return 0
+
+
+def decide(f: Features) -> Verdict:
+    """The verdict for one page or document."""
+    points, evidence = full_text_points(f)
+    unlike_a_paper = _unlike_a_paper(f)
+    if points >= FULL_POINTS and not unlike_a_paper:
+        return _full_text(f, points, evidence)
+    verdict = _not_full_text(f)
+    verdict.points = points
+    if unlike_a_paper:
+        if points >= FULL_POINTS - 1 and f.reference_count >= _MIN_REFERENCES:
+            # Long text with a reference list but no sign of being a paper: an encyclopedia
+            # entry, a report or an essay, or a paper on a page with no metadata at all.
+            verdict.confidence = min(verdict.confidence, 0.55)
+            verdict.reasons.append(
+                "but a long referenced text (" + "; ".join(evidence) + "), perhaps a paper "
+                "without metadata or an encyclopedia entry"
+            )
+        return verdict
+    # However clear the page's kind, the closer it came to the full-text bar the less sure the
+    # "not full text" half of the verdict is.
+    if points == FULL_POINTS - 1:
+        verdict.confidence = min(verdict.confidence, 0.6)
+        verdict.reasons.append(f"but near the full-text bar ({'; '.join(evidence)})")
+    elif points == FULL_POINTS - 2:
+        verdict.confidence = min(verdict.confidence, CERTAIN_CONFIDENCE)
+    return verdict
+
+
+def _unlike_a_paper(f: Features) -> bool:
+    """No scholarly metadata, and either no paper sections or no reference list.
+
+    Long prose with citations but no sections is an encyclopedia entry or a long blog post;
+    long prose with an "Introduction" but no references is a manual or a book. A paper shows
+    at least its metadata, or both its sections and its references.
+    """
+    if f.about_a_paper:
+        return False
+    return not f.substantive_sections or f.reference_count < _MIN_REFERENCES
+
+
+def _full_text(f: Features, points: int, evidence: list[str]) -> Verdict:
+    confidence = 0.95 if points >= 8 else 0.9 if points >= CERTAIN_FULL_POINTS else 0.7
+    reasons = ["full text: " + "; ".join(evidence)]
+    if f.title_match is False:
+        confidence = min(confidence, 0.55)
+        reasons.append("but the expected title is not on the page")
+    elif f.title_match:
+        confidence = min(0.98, confidence + 0.03)
+    if f.doi_match is False and f.doi_declared:
+        confidence = min(confidence, 0.55)
+        reasons.append("but the page's DOI is not the expected one")
+    if points < CERTAIN_FULL_POINTS and (f.walls.paywall or f.walls.challenge or f.walls.login):
+        reasons.append("with access-wall phrases on the page")
+    return Verdict(ContentType.FULL_ARTICLE, confidence, reasons, points)
+
+
+def _not_full_text(f: Features) -> Verdict:
+    """Sort a page that is not a full text by the strongest marker it carries."""
+    challenge = _challenge(f)
+    if challenge is not None:
+        return challenge
+    if _is_listing(f):
+        return Verdict(
+            ContentType.NOT_ARTICLE,
+            0.9,
+            [f"a list of items ({f.item_links} per-item Abstract/PDF links)"],
+        )
+    if f.declared_news:
+        reasons = ["the page's metadata declares news, an editorial or a blog post, not a paper"]
+        return Verdict(ContentType.NOT_ARTICLE, 0.9, reasons)
+    if f.about_a_paper:
+        return _about_a_paper(f)
+    login = _login(f)
+    if login is not None:
+        return login
+    return _not_article(f)
+
+
+def _challenge(f: Features) -> Verdict | None:
+    """Bot walls (Cloudflare and similar) and cookie walls: a challenge instead of content.
+
+    Challenge phrases and captcha widgets can come from a form on a real page (a comment
+    form's captcha), so on a page about a paper only whole-page challenge elements count;
+    cookie-consent words are on almost every page and only count on a page with next to no
+    text at all.
+    """
+    if f.prose_chars >= _CHALLENGE_MAX_PROSE:
+        return None
+    weak = 0 if f.about_a_paper else f.walls.challenge + min(f.captcha_widgets, 1)
+    cookie_wall = f.walls.cookie > 0 and f.prose_chars < _COOKIE_WALL_MAX_PROSE
+    if not (f.challenge_elements or weak or cookie_wall):
+        return None
+    strong = f.challenge_elements > 0 or weak >= 2
+    reasons = [
+        f"a bot or cookie challenge ({f.challenge_elements} challenge elements, "
+        f"{f.captcha_widgets} captcha widgets, {f.walls.challenge} challenge phrases, "
+        f"{f.walls.cookie} cookie-wall phrases) and little text"
+    ]
+    return Verdict(ContentType.LOGIN, 0.95 if strong else 0.7, reasons)
+
+
+def _is_listing(f: Features) -> bool:
+    return f.item_links >= 4 and f.scholarly_meta < 2 and f.abstract_chars < 150
+
+
+def _about_a_paper(f: Features) -> Verdict:
+    """A page about one paper that does not hold its text: a wall, a landing page or a record."""
+    has_abstract = f.abstract_chars >= 150 or f.long_blocks >= 1
+    if f.walls.paywall:
+        confidence = 0.9 if f.walls.paywall >= 2 else 0.75
+        reasons = [f"about a paper, with {f.walls.paywall} purchase/subscription phrases"]
+        return Verdict(ContentType.PAYWALL, confidence, reasons)
+    if has_abstract:
+        confidence = 0.75 if f.substantive_sections else 0.9
+        reasons = [f"about a paper, with an abstract but only {f.prose_chars} characters of prose"]
+        if f.reference_count:
+            reasons.append(f"and a list of {f.reference_count} references")
+        return Verdict(ContentType.ABSTRACT_ONLY, confidence, reasons)
+    login = _login(f)
+    if login is not None:
+        return login
+    reasons = ["about a paper, but neither its text nor an abstract is on the page"]
+    return Verdict(ContentType.METADATA, 0.85, reasons)
+
+
+def _login(f: Features) -> Verdict | None:
+    if f.prose_chars >= _LOGIN_MAX_PROSE or not (f.password_inputs or f.walls.login):
+        return None
+    strong = f.password_inputs > 0 and f.walls.login > 0
+    reasons = [
+        f"a login form ({f.password_inputs} password fields, {f.walls.login} sign-in phrases)"
+    ]
+    return Verdict(ContentType.LOGIN, 0.9 if strong else 0.75, reasons)
+
+
+def _not_article(f: Features) -> Verdict:
+    if f.prose_chars < _NEWS_PROSE:
+        reasons = [f"little prose ({f.prose_chars} characters) and no scholarly metadata"]
+        return Verdict(ContentType.NOT_ARTICLE, 0.9, reasons)
+    missing = ["no scholarly metadata"]
+    if not f.substantive_sections:
+        missing.append("no paper sections")
+    if f.reference_count < _MIN_REFERENCES:
+        missing.append("no reference list")
+    if f.news_ld or f.walls.news > 0 or f.og_article:
+        reasons = ["a news or blog page (" + ", ".join(missing) + ")"]
+        return Verdict(ContentType.NOT_ARTICLE, 0.9, reasons)
+    reasons = [f"{f.prose_chars} characters of text but " + ", ".join(missing)]
+    return Verdict(ContentType.NOT_ARTICLE, 0.85, reasons)
