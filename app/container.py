@@ -8,6 +8,7 @@ from dishka.integrations.litestar import LitestarProvider
 from app.core.module import CoreModule
 from app.core.settings import Settings
 from app.modules.ai.module import AIModule
+from app.modules.literature.module import LiteratureModule
 
 
 def make_container(settings: Settings, *overrides: Provider) -> AsyncContainer:
@@ -15,6 +16,7 @@ def make_container(settings: Settings, *overrides: Provider) -> AsyncContainer:
     return make_async_container(
         CoreModule(),
         AIModule(),
+        LiteratureModule(),
         LitestarProvider(),
         *overrides,
         context={Settings: settings},

@@ -18,6 +18,8 @@ from typing import Any
 
 import httpx
 
+from app.demo_literature import literature_env, run_literature_demo
+
 ROOT = Path(__file__).resolve().parents[1]
 BREAKER_RESET_S = 2.0
 DEMO_CALLER_KEY = "demo-caller-key"
@@ -99,6 +101,7 @@ def _start_service(stack: ExitStack, sandbox: str) -> str:
         # Short enough for the demo to show the breaker closing again after Groq is back.
         "GROQ_BREAKER_RESET_TIMEOUT_S": str(BREAKER_RESET_S),
         "GROQ_RPM_PER_KEY": "1000",
+        **literature_env(sandbox),
     }
     process = subprocess.Popen(  # noqa: S603 - our own module
         [sys.executable, "-m", "app", "serve", "--host", "127.0.0.1", "--port", str(port)],
@@ -193,6 +196,8 @@ def run_demo() -> int:
         print(f"groq circuit breaker: {breaker_open} after step 2, {breaker_closed} after step 4")
         ok &= failed.status_code == 400
         ok &= (breaker_open, breaker_closed) == ("open", "closed")
+        print()
+        ok &= run_literature_demo(client, chaos)
         print("\ndemo", "passed" if ok else "FAILED")
         return 0 if ok else 1
 

@@ -24,6 +24,7 @@ from app.modules.ai.controller import AIController, HealthController
 from app.modules.ai.health import HealthService
 from app.modules.ai.service import UnifiedAIService
 from app.modules.ai.usage import UsageLedger
+from app.modules.literature.controller import LiteratureController
 
 log = logging.getLogger("app")
 
@@ -66,7 +67,7 @@ def create_app(settings: Settings | None = None, *overrides: Provider) -> Litest
         await container.close()
 
     app = Litestar(
-        route_handlers=[AIController, HealthController, metrics],
+        route_handlers=[AIController, HealthController, LiteratureController, metrics],
         middleware=middleware,
         on_startup=[start],
         on_shutdown=[stop],

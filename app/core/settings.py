@@ -168,10 +168,11 @@ class LiteratureSettings(BaseSettings):
     # Redirect hops followed per request, each re-checked (browsers allow 20; publishers
     # rarely need more than 3: doi.org -> linkinghub -> article).
     max_redirects: int = Field(default=5, ge=0, le=20)
-    # Body caps. HTML landing pages are rarely above 2 MB; a PDF above 30 MB is a book or a
-    # scan, not something to hold in memory per paper.
+    # Body caps. HTML landing pages are rarely above 2 MB. PDFs are only read whole for tier
+    # 7's sample (held in memory, one per busy worker): articles are 0.5-5 MB, above 15 MB it
+    # is a book or a scan.
     max_html_bytes: int = Field(default=5 * 1024 * 1024, ge=1024)
-    max_pdf_bytes: int = Field(default=30 * 1024 * 1024, ge=1024)
+    max_pdf_bytes: int = Field(default=15 * 1024 * 1024, ge=1024)
     max_json_bytes: int = Field(default=1024 * 1024, ge=1024)
     # "Verified by a bounded request": this many bytes are enough to see a PDF's magic number.
     probe_bytes: int = Field(default=64 * 1024, ge=1024)

@@ -17,6 +17,7 @@ from aiohttp import web
 
 from .admin import admin_routes
 from .catalog import Catalog, load_catalog
+from .literature import mount_literature
 from .state import STATE, SandboxState
 from .upstreams import upstream_routes
 
@@ -39,6 +40,7 @@ def build_app(catalog: Catalog | None = None) -> web.Application:
     app.on_shutdown.append(release_hangs)
     app.add_routes(admin_routes())
     app.add_routes(upstream_routes())
+    mount_literature(app)
     return app
 
 

@@ -17,9 +17,11 @@ from app.core.settings import (
     AzureSettings,
     GeminiSettings,
     GroqSettings,
+    LiteratureSettings,
     OpenAISettings,
     Settings,
 )
+from infra.sandbox.literature import gateway_settings
 from tests.support.client import CALLER, CALLER_KEY
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -119,6 +121,8 @@ def sandbox_settings(sandbox_url: str, **overrides: Any) -> Settings:
         ),
         "openai": OpenAISettings(api_key=OPENAI_KEY, base_url=f"{sandbox_url}/openai/v1"),
     }
+    # Literature upstreams (Unpaywall, doi.org, PMC, publishers) are the sandbox's too.
+    sections["literature"] = LiteratureSettings(**gateway_settings(sandbox_url))
     sections["gateway_api_keys"] = {CALLER: CALLER_KEY}
     # Each app its own ledger, so budgets and rows never leak between tests.
     sections["database_url"] = fresh_database_url()
