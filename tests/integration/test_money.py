@@ -278,3 +278,33 @@ async def test_a_dead_webhook_never_fails_a_request(
         ]
     assert codes[:5] == [200] * 5
     assert "budget alert webhook failed" in caplog.text
+
+
+async def test_usage_and_budgets_routes(sandbox: Sandbox) -> None:
+    settings = sandbox_settings(
+        sandbox.base_url,
+        gateway_api_keys={CALLER: "test-caller-key-0001", "other": "other-caller-key"},
+        daily_budget_usd_openai=1.0,
+    )
+    sandbox.chaos("groq", fail_next=1, error_status=503)
+    async with gateway_client(create_app(settings)) as client:
+        first = (await client.post("/v1/ai/completions", json={"prompt": "x"})).json()
+        await client.post(
+            "/v1/ai/completions",
+            json={"prompt": "y"},
+            headers={"Authorization": "Bearer other-caller-key"},
+        )
+        usage = (await client.get("/v1/usage")).json()
+        budgets = (await client.get("/v1/budgets")).json()["budgets"]
+    assert usage["caller"] == CALLER
+    lines = {(line["provider"], line["model"]): line for line in usage["lines"]}
+    # Only this caller's rows: its failed groq attempt and its gemini answer.
+    assert set(lines) == {("groq", "llama-3.1-8b-instant"), ("gemini", "gemini-1.5-flash")}
+    assert lines[("groq", "llama-3.1-8b-instant")]["successes"] == 0
+    assert lines[("gemini", "gemini-1.5-flash")]["cost_usd"] == pytest.approx(first["cost_usd"])
+    assert usage["cost_usd"] == pytest.approx(first["cost_usd"])
+    by_name = {b["budget"]: b for b in budgets}
+    assert by_name["openai"]["limit_usd"] == 1.0
+    assert by_name["gemini"]["spent_usd"] == pytest.approx(first["cost_usd"])
+    assert by_name["gemini"]["remaining_usd"] == pytest.approx(10.0 - first["cost_usd"])
+    assert by_name["gemini"]["reserved_usd"] == 0

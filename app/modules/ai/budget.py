@@ -164,6 +164,25 @@ class BudgetGuard:
     def spent(self, budget: str) -> Decimal:
         return self._current().spent[budget]
 
+    def snapshot(self) -> list[dict[str, object]]:
+        """Every configured budget now: limit, spent, held by calls in flight, remaining."""
+        day = self._current()
+        resets_in = self.seconds_until_reset()
+        return [
+            {
+                "budget": name,
+                "limit_usd": float(limit),
+                "spent_usd": float(day.spent[name]),
+                "reserved_usd": float(day.reserved[name]),
+                "remaining_usd": float(
+                    max(Decimal(0), limit - day.spent[name] - day.reserved[name])
+                ),
+                "day": day.day.isoformat(),
+                "resets_in_s": round(resets_in),
+            }
+            for name, limit in sorted(self.limits().items())
+        ]
+
     def _check_alerts(self, day: _Day, name: str) -> None:
         limit = self.limits().get(name)
         if not limit:

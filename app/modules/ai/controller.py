@@ -20,11 +20,15 @@ from app.core.auth import Caller
 from app.core.errors import GatewayError
 from app.core.problems import openai_error_response, openai_error_responses, problem_responses
 from app.core.settings import Settings
+from app.modules.ai.budget import BudgetGuard
 from app.modules.ai.domain import AIResponse, CallContext
 from app.modules.ai.health import HealthService, HealthStatus
 from app.modules.ai.requests import chat_request, completion_request
 from app.modules.ai.schemas import (
     AttemptOut,
+    BudgetOut,
+    BudgetsOut,
+    CallerUsageOut,
     ChatCompletionBody,
     ChatCompletionOut,
     ChatMessageOut,
@@ -35,9 +39,11 @@ from app.modules.ai.schemas import (
     ProbeOut,
     ProviderHealthOut,
     ProvidersHealthOut,
+    UsageLineOut,
     UsageOut,
 )
 from app.modules.ai.service import UnifiedAIService
+from app.modules.ai.usage import UsageLedger
 
 
 def _usage(response: AIResponse) -> UsageOut:
@@ -138,6 +144,26 @@ class AIController(Controller):
                 headers={"cache-control": "no-cache"},
             )
         return completion
+
+    @get("/usage", responses=problem_responses(401, 429))
+    @inject
+    async def usage(
+        self, ledger: FromDishka[UsageLedger], caller: FromDishka[Caller]
+    ) -> CallerUsageOut:
+        """The calling caller's usage today (UTC day of the budgets), by provider and model."""
+        lines = await ledger.usage_today(caller.id)
+        return CallerUsageOut(
+            caller=caller.id,
+            day=ledger.today().isoformat(),
+            lines=[UsageLineOut(**line) for line in lines],
+            cost_usd=round(sum(line["cost_usd"] for line in lines), 9),
+        )
+
+    @get("/budgets", responses=problem_responses(401, 429))
+    @inject
+    async def budgets(self, budget: FromDishka[BudgetGuard]) -> BudgetsOut:
+        """Every daily budget: limit, spent, held by calls in flight, remaining, reset."""
+        return BudgetsOut(budgets=[BudgetOut(**line) for line in budget.snapshot()])
 
 
 async def _sse_chunks(completion: ChatCompletionOut, include_usage: bool) -> AsyncIterator[bytes]:

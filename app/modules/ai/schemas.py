@@ -184,3 +184,35 @@ class ProviderHealthOut(BaseModel):
 class ProvidersHealthOut(BaseModel):
     status: Literal["healthy", "degraded", "unhealthy"]
     providers: list[ProviderHealthOut]
+
+
+class UsageLineOut(BaseModel):
+    provider: str
+    model: str | None
+    attempts: int
+    successes: int
+    cache_hits: int
+    prompt_tokens: int
+    completion_tokens: int
+    cost_usd: float
+
+
+class CallerUsageOut(BaseModel):
+    caller: str
+    day: str
+    lines: list[UsageLineOut]
+    cost_usd: float
+
+
+class BudgetOut(BaseModel):
+    budget: str
+    limit_usd: float
+    spent_usd: float
+    reserved_usd: float
+    remaining_usd: float
+    day: str
+    resets_in_s: int
+
+
+class BudgetsOut(BaseModel):
+    budgets: list[BudgetOut]

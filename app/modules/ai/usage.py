@@ -15,7 +15,7 @@ import uuid
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, time
+from datetime import date, datetime, time
 from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -31,6 +31,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    case,
     func,
     insert,
     select,
@@ -242,6 +243,49 @@ class UsageLedger:
                 str(u): _number(c) for u, c in (await connection.execute(query_caller)).all()
             }
         return {"providers": providers, "callers": callers}
+
+    def today(self) -> date:
+        return self._clock.now().astimezone(self._zone).date()
+
+    async def usage_today(self, caller: str | None = None) -> list[dict[str, Any]]:
+        """Today's rows summed by provider and model (optionally for one caller), for
+        GET /v1/usage. Flushes first, so a caller sees their own last call."""
+        await self.flush()
+        now = self._clock.now().astimezone(self._zone)
+        start = datetime.combine(now.date(), time(), tzinfo=self._zone)
+        t = llm_usage_logs.c
+        query = (
+            select(
+                t.provider,
+                t.model,
+                func.count(),
+                func.sum(t.prompt_tokens),
+                func.sum(t.completion_tokens),
+                func.sum(t.cost_usd),
+                func.sum(case((t.outcome == "success", 1), else_=0)),
+                func.sum(case((t.cached, 1), else_=0)),
+            )
+            .where(t.created_at >= start)
+            .group_by(t.provider, t.model)
+            .order_by(t.provider, t.model)
+        )
+        if caller is not None:
+            query = query.where(t.user_id == caller)
+        async with self._engine.connect() as connection:
+            result = (await connection.execute(query)).all()
+        return [
+            {
+                "provider": str(provider),
+                "model": model,
+                "attempts": int(_number(attempts)),
+                "successes": int(_number(successes)),
+                "cache_hits": int(_number(hits)),
+                "prompt_tokens": int(_number(prompt)),
+                "completion_tokens": int(_number(completion)),
+                "cost_usd": round(_number(cost), 9),
+            }
+            for provider, model, attempts, prompt, completion, cost, successes, hits in result
+        ]
 
     async def count(self) -> int:
         async with self._engine.connect() as connection:
