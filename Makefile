@@ -27,7 +27,7 @@ serve: $(STAMP) ## Run the service (HOST, PORT and provider keys from the enviro
 check-config: $(STAMP) ## Print the effective configuration, secrets masked
 	$(BIN)/python -m app check-config
 
-test: $(STAMP) ## Run every test: unit, integration (against the sandbox), fuzz
+test: $(STAMP) ## Run every test: unit, integration (against the sandbox), fuzz, chaos suite
 	$(BIN)/python -m pytest -q
 
 test-unit: $(STAMP) ## Unit tests only
@@ -35,6 +35,9 @@ test-unit: $(STAMP) ## Unit tests only
 
 test-integration: $(STAMP) ## Integration tests only
 	$(BIN)/python -m pytest -q tests/integration
+
+chaos: $(STAMP) ## Run the chaos suite and print its table (SCENARIO=name for one, CHAOS_SOAK=1 longer)
+	$(BIN)/python -m pytest tests/chaos -q -p no:randomly -rfE $(if $(SCENARIO),-k '$(SCENARIO)',)
 
 lint: $(STAMP) ## ruff check, ruff format --check, mypy --strict on app/
 	$(BIN)/ruff check app tests infra bench

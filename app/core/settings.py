@@ -305,7 +305,8 @@ class Settings(BaseSettings):
     # provider's timeout_s until min_samples successes are in the window.
     ai_timeout_multiplier: float = Field(default=1.5, ge=1.0)
     ai_timeout_min_s: float = Field(default=1.0, gt=0)
-    ai_timeout_max_s: float = Field(default=60.0, gt=0)
+    # Below the 30 s request deadline, so a slow provider always leaves time to fall back.
+    ai_timeout_max_s: float = Field(default=20.0, gt=0)
     ai_timeout_min_samples: int = Field(default=20, ge=1)
     # The rolling window behind the adaptive timeout, routing by latency and passive health.
     ai_latency_window_samples: int = Field(default=200, ge=1)

@@ -119,3 +119,21 @@ def test_refused_acquire_takes_nothing() -> None:
 def test_no_limit_configured_never_limits() -> None:
     limiter = make_limiter(ManualClock(), rpm=None, tpm=None)
     assert all(limiter.try_acquire(10**6) == 0 for _ in range(1000))
+
+
+def test_the_warm_up_default_is_clamped_too() -> None:
+    policy = TimeoutPolicy(default_s=5.0, min_s=0.5, max_s=1.0, min_samples=20)
+    assert policy.current([]) == 1.0
+    assert TimeoutPolicy(default_s=0.1, min_s=0.5, max_s=1.0).current([]) == 0.5
+
+
+def test_a_burst_of_failures_does_not_erase_the_learned_latencies() -> None:
+    clock = ManualClock()
+    stats = ProviderStats(clock, max_samples=20, window_s=300)
+    for _ in range(20):
+        stats.record(0.2, ok=True)
+    for _ in range(50):  # an outage: every call times out
+        stats.record(1.0, ok=False)
+    assert stats.success_latencies() == [0.2] * 20
+    assert stats.error_rate() == 1.0
+    assert POLICY.current(stats.success_latencies()) == 1.0  # p95 0.2 x 1.5, clamped to min

@@ -23,24 +23,36 @@ def percentile(sorted_values: list[float], q: float) -> float:
 
 
 class ProviderStats:
-    """A bounded window of the last `max_samples` calls no older than `window_s` seconds."""
+    """Bounded windows (the last `max_samples`, none older than `window_s` seconds) of all
+    outcomes, for error rates, and of successes alone, for latencies.
+
+    Successes keep their own window so a burst of failures cannot push them out: a provider
+    in an outage keeps the timeout it learned instead of falling back to the warm-up default.
+    """
 
     def __init__(self, clock: Clock, *, max_samples: int = 200, window_s: float = 300.0) -> None:
         self._clock = clock
         self._window_s = window_s
         self._samples: deque[Sample] = deque(maxlen=max_samples)
+        self._successes: deque[Sample] = deque(maxlen=max_samples)
 
     def record(self, latency_s: float, *, ok: bool) -> None:
-        self._samples.append(Sample(self._clock.monotonic(), latency_s, ok))
+        sample = Sample(self._clock.monotonic(), latency_s, ok)
+        self._samples.append(sample)
+        if ok:
+            self._successes.append(sample)
+
+    def _trim(self, samples: deque[Sample]) -> list[Sample]:
+        cutoff = self._clock.monotonic() - self._window_s
+        while samples and samples[0].at < cutoff:
+            samples.popleft()
+        return list(samples)
 
     def recent(self) -> list[Sample]:
-        cutoff = self._clock.monotonic() - self._window_s
-        while self._samples and self._samples[0].at < cutoff:
-            self._samples.popleft()
-        return list(self._samples)
+        return self._trim(self._samples)
 
     def success_latencies(self) -> list[float]:
-        return sorted(s.latency_s for s in self.recent() if s.ok)
+        return sorted(s.latency_s for s in self._trim(self._successes))
 
     def latency_quantile(self, q: float) -> float | None:
         values = self.success_latencies()

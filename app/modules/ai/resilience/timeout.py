@@ -22,6 +22,10 @@ class TimeoutPolicy:
 
     def current(self, sorted_latencies_s: list[float]) -> float:
         if len(sorted_latencies_s) < self.min_samples:
-            return self.default_s
-        observed = percentile(sorted_latencies_s, self.quantile) * self.multiplier
-        return min(self.max_s, max(self.min_s, observed))
+            return self._clamp(self.default_s)
+        return self._clamp(percentile(sorted_latencies_s, self.quantile) * self.multiplier)
+
+    def _clamp(self, seconds: float) -> float:
+        """The clamp holds for the warm-up default too: a provider never gets more than
+        max_s, however it is configured or however little we know of it."""
+        return min(self.max_s, max(self.min_s, seconds))

@@ -1,0 +1,518 @@
+"""What every chaos scenario does: start the gateway as a real process, drive paced concurrent
+load through its HTTP API, switch faults at the network edge while the load runs, watch the
+breakers and the upstream counters, then stop the service and collect what the invariants
+are computed from (responses, the timeline, the sandbox's and the proxies' counters, the
+ledger).
+
+Times in a run are seconds since the run started, on the test process's monotonic clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import signal
+import statistics
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from tests.chaos.proxy import FaultProxy
+from tests.support.client import AUTH_HEADERS
+from tests.support.ledger import ledger_rows
+from tests.support.sandbox import Sandbox, fresh_database_url
+from tests.support.service import ServiceProcess, sandbox_env
+
+PROVIDERS = ("groq", "gemini", "azure", "openai")
+# Upstream paths below the sandbox's root, per provider (what a base URL points at).
+UPSTREAM_PATHS = {
+    "groq": "/groq/openai/v1",
+    "gemini": "/gemini",
+    "azure": "/azure",
+    "openai": "/openai/v1",
+}
+BASE_URL_ENV = {
+    "groq": "GROQ_BASE_URL",
+    "gemini": "GEMINI_BASE_URL",
+    "azure": "AZURE_OPENAI_ENDPOINT",
+    "openai": "OPENAI_BASE_URL",
+}
+# Short enough that a scenario sees breakers open and close within seconds.
+FAST_BREAKERS = {
+    f"{prefix}_{name}": value
+    for prefix in ("GROQ", "GEMINI", "AZURE_OPENAI", "OPENAI")
+    for name, value in (("BREAKER_FAIL_MAX", "5"), ("BREAKER_RESET_TIMEOUT_S", "1"))
+}
+BASE_ENV = {
+    # Probes run once at start; during the run only completions reach the upstreams.
+    "AI_HEALTH_PROBE_INTERVAL_S": "600",
+    "AI_REQUEST_DEADLINE_S": "5",
+    **FAST_BREAKERS,
+}
+WATCH_INTERVAL_S = 0.1
+
+_SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$")
+_LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
+
+
+def parse_metrics(text: str, *names: str) -> list[tuple[str, dict[str, str], float]]:
+    """The samples of the named families from Prometheus text (cheap: no full parser)."""
+    found: list[tuple[str, dict[str, str], float]] = []
+    for line in text.splitlines():
+        if not line.startswith(names):
+            continue
+        match = _SAMPLE.match(line)
+        if match is None:
+            continue
+        name, labels, value = match.groups()
+        found.append((name, dict(_LABEL.findall(labels or "")), float(value)))
+    return found
+
+
+def metric_total(text: str, name: str, **labels: str) -> float:
+    """The sum of a family's samples whose labels include `labels`."""
+    return sum(
+        value
+        for sample, have, value in parse_metrics(text, name)
+        if sample == name and all(have.get(k) == v for k, v in labels.items())
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """One request through the gateway, as the caller saw it."""
+
+    index: int
+    phase: str
+    started: float  # run time the request was sent
+    latency_s: float
+    status: int | None  # None: no HTTP answer at all
+    body: dict[str, Any] | None
+    content_type: str
+    retry_after: str | None
+    error: str | None = None  # the transport error when there was no answer
+    timeout_s: float | None = None  # the request's own deadline, if it set one
+
+    @property
+    def ok(self) -> bool:
+        return self.status == 200
+
+    @property
+    def problem_type(self) -> str | None:
+        if self.body is None or not isinstance(self.body.get("type"), str):
+            return None
+        return str(self.body["type"]).rsplit("/", 1)[-1]
+
+    @property
+    def attempts(self) -> list[dict[str, Any]]:
+        found = (self.body or {}).get("attempts")
+        return found if isinstance(found, list) else []
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """One look at the gateway's breakers and the upstreams' counters."""
+
+    t: float
+    breaker: dict[str, int]  # provider -> 0 closed, 1 open, 2 half-open
+    transitions: dict[tuple[str, str], float]  # (provider, to_state) -> count so far
+    timeout_s: dict[str, float]
+    calls: dict[str, int]  # provider -> completion calls seen at the network edge so far
+
+
+@dataclass
+class Observation:
+    """Everything a scenario's invariants are computed from."""
+
+    scenario: str
+    outcomes: list[Outcome]
+    samples: list[Sample]
+    events: list[tuple[float, str]]
+    edge_calls: dict[str, int | None]  # None: the edge cannot see them (refused, DNS)
+    gateway_calls: dict[str, int]  # ai_provider_requests_total per provider
+    metrics: str  # the last /metrics text before the service stopped
+    ledger: list[dict[str, Any]]
+    exit_code: int | None
+    duration_s: float
+    sandbox_stats: dict[str, Any]
+    proxy_stats: dict[str, dict[str, Any]]
+    notes: list[str] = field(default_factory=list)
+
+    def transitions(self, provider: str) -> dict[str, int]:
+        return {
+            state: int(
+                metric_total(
+                    self.metrics,
+                    "ai_provider_circuit_breaker_transitions_total",
+                    provider=provider,
+                    to_state=state,
+                )
+            )
+            for state in ("open", "half_open", "closed")
+        }
+
+    def latencies_ms(self) -> list[float]:
+        return sorted(o.latency_s * 1000 for o in self.outcomes)
+
+    def percentile_ms(self, q: float) -> float:
+        values = self.latencies_ms()
+        if not values:
+            return 0.0
+        if len(values) == 1:
+            return values[0]
+        return statistics.quantiles(values, n=100, method="inclusive")[round(q * 100) - 1]
+
+
+class AsyncSandbox:
+    """The sandbox's chaos controls and counters, from inside a running scenario."""
+
+    def __init__(self, base_url: str) -> None:
+        self._client = httpx.AsyncClient(base_url=base_url, timeout=5, trust_env=False)
+
+    async def chaos(self, provider: str, **config: Any) -> None:
+        (await self._client.put(f"/_chaos/{provider}", json=config)).raise_for_status()
+
+    async def patch(self, provider: str, **config: Any) -> None:
+        (await self._client.patch(f"/_chaos/{provider}", json=config)).raise_for_status()
+
+    async def clear(self, provider: str | None = None) -> None:
+        path = f"/_chaos/{provider}" if provider else "/_chaos"
+        (await self._client.delete(path)).raise_for_status()
+
+    async def stats(self) -> dict[str, Any]:
+        response = await self._client.get("/_stats")
+        response.raise_for_status()
+        data: dict[str, Any] = response.json()
+        return data
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+
+Action = Callable[[], Awaitable[None] | None]
+
+
+class ChaosRun:
+    """One scenario's service process, proxies, load and timeline."""
+
+    def __init__(
+        self,
+        scenario: str,
+        sandbox: Sandbox,
+        env: dict[str, str],
+        proxied: tuple[str, ...] = (),
+        edge_blind: tuple[str, ...] = (),
+    ) -> None:
+        self.scenario = scenario
+        self.sandbox_sync = sandbox
+        self.sandbox = AsyncSandbox(sandbox.base_url)
+        self.database_url = fresh_database_url()
+        sandbox_port = int(sandbox.base_url.rsplit(":", 1)[1])
+        self.proxies = {name: FaultProxy("127.0.0.1", sandbox_port).start() for name in proxied}
+        self.edge_blind = set(edge_blind)
+        routed = {
+            BASE_URL_ENV[name]: proxy.url(UPSTREAM_PATHS[name])
+            for name, proxy in self.proxies.items()
+        }
+        self.env = {**BASE_ENV, **routed, **env}
+        self.deadline_s = float(self.env["AI_REQUEST_DEADLINE_S"])
+        # A detection batch has its own, longer deadline.
+        self.client_timeout_s = (
+            max(self.deadline_s, float(self.env.get("LITERATURE_BATCH_DEADLINE_S", 0))) + 10
+        )
+        self.service = ServiceProcess(sandbox_env(sandbox.base_url, self.database_url, **self.env))
+        self.t0 = 0.0
+        self.outcomes: list[Outcome] = []
+        self.samples: list[Sample] = []
+        self.events: list[tuple[float, str]] = []
+        self.notes: list[str] = []
+        self._watcher: asyncio.Task[None] | None = None
+        self._client: httpx.AsyncClient | None = None
+        self._counter = 0
+        self._retired: list[httpx.AsyncClient] = []
+        self.exit_code: int | None = None
+        self.last_metrics = ""
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> ChaosRun:
+        self.service = await self._launch(self.env)
+        self.t0 = time.monotonic()
+        self._client = self._new_client()
+        self._watcher = asyncio.create_task(self._watch())
+        return self
+
+    async def _launch(self, env: dict[str, str]) -> ServiceProcess:
+        """Start the service; once more on another port if the first start failed (the free
+        port it was given can be taken by another process before the service binds it)."""
+        for attempt in range(2):
+            service = ServiceProcess(
+                sandbox_env(self.sandbox_sync.base_url, self.database_url, **env)
+            )
+            try:
+                return await asyncio.to_thread(service.start)
+            except RuntimeError:
+                if service.process is not None and service.process.poll() is None:
+                    await asyncio.to_thread(service.stop, signal.SIGKILL)
+                if attempt:
+                    raise
+                self.notes.append("the service failed to start once; started on another port")
+        raise AssertionError("unreachable")
+
+    def _new_client(self) -> httpx.AsyncClient:
+        return httpx.AsyncClient(
+            base_url=self.service.url,
+            headers=AUTH_HEADERS,
+            trust_env=False,
+            # Far past any deadline: a request that outlives its deadline is measured, not hung.
+            timeout=self.client_timeout_s,
+            limits=httpx.Limits(max_connections=100, max_keepalive_connections=100),
+        )
+
+    async def metrics(self) -> str:
+        """The service's /metrics text now."""
+        assert self._client is not None
+        return (await self._client.get("/metrics")).text
+
+    def now(self) -> float:
+        return time.monotonic() - self.t0
+
+    def mark(self, text: str) -> float:
+        """Note an event on the run's timeline; returns its time."""
+        at = self.now()
+        self.events.append((at, text))
+        return at
+
+    async def restart(self, sig: signal.Signals, *, env: dict[str, str] | None = None) -> int:
+        """Stop the service with `sig` and start it again on the same ledger database."""
+        assert self._client is not None
+        self.mark(f"service {sig.name}")
+        code = await asyncio.to_thread(self.service.stop, sig)
+        # Requests still in flight keep their client; it is closed when the run finishes.
+        self._retired.append(self._client)
+        self.service = await self._launch({**self.env, **(env or {})})
+        self.mark("service restarted")
+        self._client = self._new_client()
+        return code
+
+    async def finish(self) -> Observation:
+        """Stop watching, read the last metrics, stop the service gracefully (the ledger is
+        flushed on SIGTERM) and collect the counters and ledger rows."""
+        if self._watcher is not None:
+            self._watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watcher
+        assert self._client is not None
+        with contextlib.suppress(httpx.HTTPError):
+            self.last_metrics = (await self._client.get("/metrics")).text
+        for client in (*self._retired, self._client):
+            await client.aclose()
+        duration = self.now()
+        self.exit_code = await asyncio.to_thread(self.service.stop, signal.SIGTERM)
+        stats = await self.sandbox.stats()
+        await self.sandbox.aclose()
+        proxy_stats = {name: proxy.snapshot() for name, proxy in self.proxies.items()}
+        self.close_proxies()
+        edge = self._edge_calls(stats, proxy_stats)
+        gateway = {
+            name: int(metric_total(self.last_metrics, "ai_provider_requests_total", provider=name))
+            for name in PROVIDERS
+        }
+        return Observation(
+            scenario=self.scenario,
+            outcomes=sorted(self.outcomes, key=lambda o: o.index),
+            samples=self.samples,
+            events=self.events,
+            edge_calls=edge,
+            gateway_calls=gateway,
+            metrics=self.last_metrics,
+            ledger=ledger_rows(self.database_url),
+            exit_code=self.exit_code,
+            duration_s=duration,
+            sandbox_stats=stats,
+            proxy_stats=proxy_stats,
+            notes=self.notes,
+        )
+
+    def close_proxies(self) -> None:
+        for proxy in self.proxies.values():
+            proxy.stop()
+        self.proxies = {}
+
+    async def abort(self) -> None:
+        """Cleanup after a failure: nothing may outlive the test."""
+        if self._watcher is not None:
+            self._watcher.cancel()
+        for client in (*self._retired, self._client):
+            if client is not None:
+                await client.aclose()
+        if self.service.process is not None and self.service.process.poll() is None:
+            await asyncio.to_thread(self.service.stop, signal.SIGKILL)
+        with contextlib.suppress(httpx.HTTPError):
+            await self.sandbox.aclose()
+        self.close_proxies()
+
+    def _edge_calls(
+        self, stats: dict[str, Any], proxies: dict[str, dict[str, Any]]
+    ) -> dict[str, int | None]:
+        edge: dict[str, int | None] = {}
+        for name in PROVIDERS:
+            if name in self.edge_blind:
+                edge[name] = None
+            elif name in proxies:
+                edge[name] = int(proxies[name]["requests"].get("POST", 0))
+            else:
+                edge[name] = int(stats.get(name, {}).get("completions", 0))
+        return edge
+
+    # -- load --------------------------------------------------------------------------------
+
+    async def load(
+        self,
+        requests: int,
+        *,
+        rate: float,
+        concurrency: int = 20,
+        phase: str = "load",
+        body: Callable[[int], dict[str, Any]] | None = None,
+        path: str = "/v1/ai/completions",
+    ) -> list[Outcome]:
+        """`requests` requests paced at `rate` per second, at most `concurrency` in flight."""
+        assert self._client is not None
+        client = self._client
+        gate = asyncio.Semaphore(concurrency)
+        start = time.monotonic()
+        tasks: list[asyncio.Task[Outcome]] = []
+        make = body or self._default_body
+        for _ in range(requests):
+            index = self._counter
+            self._counter += 1
+            delay = start + len(tasks) / rate - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            await gate.acquire()
+            tasks.append(
+                asyncio.create_task(self._one(client, gate, index, phase, make(index), path))
+            )
+        done = list(await asyncio.gather(*tasks))
+        self.outcomes.extend(done)
+        return done
+
+    def _default_body(self, index: int) -> dict[str, Any]:
+        # Unique prompts: the response cache must never hide an upstream call.
+        return {"prompt": f"chaos {self.scenario} request {index}", "max_tokens": 16}
+
+    async def _one(
+        self,
+        client: httpx.AsyncClient,
+        gate: asyncio.Semaphore,
+        index: int,
+        phase: str,
+        body: dict[str, Any],
+        path: str,
+    ) -> Outcome:
+        sent = self.now()
+        started = time.monotonic()
+        try:
+            response = await client.post(path, json=body)
+        except httpx.HTTPError as exc:
+            return Outcome(
+                index,
+                phase,
+                sent,
+                time.monotonic() - started,
+                None,
+                None,
+                "",
+                None,
+                error=type(exc).__name__,
+                timeout_s=body.get("timeout_s"),
+            )
+        finally:
+            gate.release()
+        latency = time.monotonic() - started
+        content_type = response.headers.get("content-type", "")
+        data: dict[str, Any] | None = None
+        if "json" in content_type:
+            with contextlib.suppress(ValueError):
+                parsed = response.json()
+                data = parsed if isinstance(parsed, dict) else None
+        return Outcome(
+            index,
+            phase,
+            sent,
+            latency,
+            response.status_code,
+            data,
+            content_type,
+            response.headers.get("retry-after"),
+            timeout_s=body.get("timeout_s"),
+        )
+
+    async def gather(self, *steps: Awaitable[Any]) -> None:
+        """Run load and fault scripts side by side."""
+        await asyncio.gather(*steps)
+
+    async def script(self, *steps: tuple[float, str, Action]) -> None:
+        """Run `(at, label, action)` steps at those run times, marking each on the timeline."""
+        for at, label, action in steps:
+            delay = at - self.now()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            result = action()
+            if result is not None:
+                await result
+            self.mark(label)
+
+    # -- watching ----------------------------------------------------------------------------
+
+    async def _watch(self) -> None:
+        """Sample breakers and edge counters every WATCH_INTERVAL_S.
+
+        The metrics are read before the counters, so a trial call can only ever be counted in
+        a later sample than its half-open transition (the breaker-gate check relies on this).
+        """
+        async with httpx.AsyncClient(timeout=2, trust_env=False) as client:
+            while True:
+                await asyncio.sleep(WATCH_INTERVAL_S)
+                with contextlib.suppress(httpx.HTTPError, ValueError):
+                    text = (await client.get(f"{self.service.url}/metrics")).text
+                    at = self.now()
+                    stats = (await client.get(f"{self.sandbox_sync.base_url}/_stats")).json()
+                    self.samples.append(self._sample(at, text, stats))
+
+    def _sample(self, at: float, text: str, stats: dict[str, Any]) -> Sample:
+        breaker: dict[str, int] = {}
+        transitions: dict[tuple[str, str], float] = {}
+        timeouts: dict[str, float] = {}
+        requests: Counter[str] = Counter()
+        for name, labels, value in parse_metrics(
+            text,
+            "ai_provider_circuit_breaker_state",
+            "ai_provider_circuit_breaker_transitions_total",
+            "ai_provider_timeout_seconds",
+            "ai_provider_requests_total",
+        ):
+            provider = labels.get("provider", "")
+            if name == "ai_provider_circuit_breaker_state":
+                breaker[provider] = int(value)
+            elif name == "ai_provider_circuit_breaker_transitions_total":
+                transitions[(provider, labels.get("to_state", ""))] = value
+            elif name == "ai_provider_timeout_seconds":
+                timeouts[provider] = value
+            elif name == "ai_provider_requests_total":
+                requests[provider] += int(value)
+        calls: dict[str, int] = {}
+        for provider in PROVIDERS:
+            if provider in self.edge_blind:
+                calls[provider] = requests[provider]  # only the gateway saw these
+            elif provider in self.proxies:
+                calls[provider] = int(self.proxies[provider].stats.requests.get("POST", 0))
+            else:
+                calls[provider] = int(stats.get(provider, {}).get("completions", 0))
+        return Sample(at, breaker, transitions, timeouts, calls)
