@@ -2,6 +2,8 @@
 # Install (from Debian packages) and start a PostgreSQL server on 127.0.0.1:5432 with a
 # `gateway` role and database, for the ledger tests. Prints the URL to use. Idempotent.
 set -euo pipefail
+# Only the URL goes to stdout (the caller captures it); everything else to stderr.
+exec 3>&1 1>&2
 
 if ! ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1; then
   apt-get update -qq
@@ -20,4 +22,4 @@ su postgres -c "psql -q -tc \"SELECT 1 FROM pg_roles WHERE rolname='gateway'\"" 
   su postgres -c "psql -q -c \"CREATE ROLE gateway LOGIN PASSWORD 'gateway'\""
 su postgres -c "psql -q -tc \"SELECT 1 FROM pg_database WHERE datname='gateway'\"" | grep -q 1 ||
   su postgres -c "psql -q -c \"CREATE DATABASE gateway OWNER gateway\""
-echo "postgresql+asyncpg://gateway:gateway@127.0.0.1:5432/gateway"
+echo "postgresql+asyncpg://gateway:gateway@127.0.0.1:5432/gateway" >&3
