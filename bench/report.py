@@ -1,0 +1,176 @@
+"""Plain-text tables for the benchmark's results; nothing here measures anything."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from bench.loadgen import Samples, percentile
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    """One load step against one target, with what the processes spent meanwhile."""
+
+    target: str
+    samples: Samples
+    service_cpu: float  # share of one core used by the process on the service core
+    load_core_cpu: float  # share of one core used by the sandbox + this load generator
+    other_cpu: float  # share of one core used by every other process: noise if not ~0
+    overhead_mean_s: float | None = None  # from the gateway's own /metrics, if it is the target
+
+
+@dataclass(frozen=True, slots=True)
+class OpenStep:
+    rate: float
+    baseline: Run
+    gateway: Run
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    """One of the team's targets and whether this run met it."""
+
+    name: str
+    measured: str
+    passed: bool | None  # None: not measured in this run
+
+
+def ms(seconds: float | None) -> str:
+    if seconds is None or math.isnan(seconds):
+        return "-"
+    return f"{seconds * 1000:.2f}"
+
+
+# Other processes using more than this share of a core during a step make it untrustworthy.
+NOISY_OTHER_CPU = 0.10
+
+
+def pct(share: float) -> str:
+    return f"{share * 100:.0f}%"
+
+
+def other(run: Run) -> str:
+    """Other processes' CPU, starred when it is enough to distort the step."""
+    return pct(run.other_cpu) + (" *" if noisy(run) else "")
+
+
+def noisy(run: Run) -> bool:
+    return run.other_cpu > NOISY_OTHER_CPU
+
+
+def noise_note(runs: Sequence[Run]) -> str:
+    """A warning under the tables if any step shared the machine with something busy."""
+    starred = [r for r in runs if noisy(r)]
+    if not starred:
+        return "other CPU stayed under 10% of a core in every step: the machine was quiet."
+    return (
+        f"* {len(starred)} step(s) ran while other processes used more than "
+        f"{NOISY_OTHER_CPU:.0%} of a core (kernel networking counts there too): "
+        "their numbers are pessimistic; rerun on a quiet machine."
+    )
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """Right-aligned columns (left for the first), widths from the content."""
+    widths = [max(len(str(cell)) for cell in column) for column in zip(headers, *rows, strict=True)]
+
+    def line(cells: Sequence[str]) -> str:
+        first, *rest = (str(c) for c in cells)
+        parts = [first.ljust(widths[0])] + [
+            c.rjust(w) for c, w in zip(rest, widths[1:], strict=True)
+        ]
+        return "  ".join(parts).rstrip()
+
+    rule = "  ".join("-" * w for w in widths)
+    return "\n".join([line(headers), rule, *(line(r) for r in rows)])
+
+
+def _failures(samples: Samples) -> str:
+    if not samples.failures:
+        return "0"
+    detail = ",".join(f"{k}:{v}" for k, v in samples.failures.most_common(2))
+    return f"{samples.errors} ({detail})"
+
+
+def open_loop_table(steps: Sequence[OpenStep]) -> str:
+    """Every open-loop run: what was sent, what came back, and who was busy."""
+    headers = ["rate/s", "target", "sent", "errors", "achieved/s", "p50 ms", "p99 ms"]
+    headers += ["max ms", "send-lag p99 ms", "svc CPU", "load CPU", "other CPU"]
+    rows = []
+    for step in steps:
+        for run in (step.baseline, step.gateway):
+            s = run.samples
+            rows.append(
+                [
+                    f"{step.rate:g}",
+                    run.target,
+                    str(s.sent),
+                    _failures(s),
+                    f"{s.throughput:.1f}",
+                    ms(percentile(s.latencies_s, 0.50)),
+                    ms(percentile(s.latencies_s, 0.99)),
+                    ms(max(s.latencies_s, default=math.nan)),
+                    ms(percentile(s.send_lags_s, 0.99)),
+                    pct(run.service_cpu),
+                    pct(run.load_core_cpu),
+                    other(run),
+                ]
+            )
+    return table(headers, rows)
+
+
+def added(step: OpenStep, q: float) -> float:
+    """Gateway minus baseline at the same percentile: what the hop costs a caller."""
+    return percentile(step.gateway.samples.latencies_s, q) - percentile(
+        step.baseline.samples.latencies_s, q
+    )
+
+
+def overhead_table(steps: Sequence[OpenStep]) -> str:
+    """The added latency per rate, next to what the gateway says it spent itself."""
+    headers = ["rate/s", "base p50", "base p99", "gw p50", "gw p99", "added p50", "added p99"]
+    headers += ["gw self-reported overhead mean"]
+    rows = []
+    for step in steps:
+        base, gw = step.baseline.samples, step.gateway.samples
+        rows.append(
+            [
+                f"{step.rate:g}",
+                ms(percentile(base.latencies_s, 0.50)),
+                ms(percentile(base.latencies_s, 0.99)),
+                ms(percentile(gw.latencies_s, 0.50)),
+                ms(percentile(gw.latencies_s, 0.99)),
+                ms(added(step, 0.50)),
+                ms(added(step, 0.99)),
+                ms(step.gateway.overhead_mean_s),
+            ]
+        )
+    return table(headers, rows) + "\n(all in ms)"
+
+
+def peak_table(runs: Sequence[Run]) -> str:
+    headers = ["target", "requests/s", "ok", "errors", "p50 ms", "p99 ms", "svc CPU"]
+    headers += ["load CPU", "other CPU"]
+    rows = [
+        [
+            run.target,
+            f"{run.samples.throughput:.1f}",
+            str(run.samples.ok),
+            _failures(run.samples),
+            ms(percentile(run.samples.latencies_s, 0.50)),
+            ms(percentile(run.samples.latencies_s, 0.99)),
+            pct(run.service_cpu),
+            pct(run.load_core_cpu),
+            other(run),
+        ]
+        for run in runs
+    ]
+    return table(headers, rows)
+
+
+def checks_table(checks: Sequence[Check]) -> str:
+    verdict = {True: "PASS", False: "FAIL", None: "n/a"}
+    rows = [[c.name, c.measured, verdict[c.passed]] for c in checks]
+    return table(["target", "measured", "verdict"], rows)
