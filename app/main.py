@@ -3,6 +3,7 @@ handlers. Tests build their own app per test; nothing here is global."""
 
 from __future__ import annotations
 
+import gc
 import logging
 
 from dishka import Provider
@@ -59,6 +60,10 @@ def create_app(settings: Settings | None = None, *overrides: Provider) -> Litest
         # Build clients and guards at start, not on the first request.
         await container.get(UnifiedAIService)
         (await container.get(HealthService)).start()
+        # Move the ~130k objects made at start-up out of the collector's reach: otherwise each
+        # full collection rescans them and stalls the loop for 100+ ms under load.
+        gc.collect()
+        gc.freeze()
 
     async def stop() -> None:
         await (await container.get(HealthService)).stop()

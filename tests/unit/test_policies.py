@@ -137,3 +137,24 @@ def test_a_burst_of_failures_does_not_erase_the_learned_latencies() -> None:
     assert stats.success_latencies() == [0.2] * 20
     assert stats.error_rate() == 1.0
     assert POLICY.current(stats.success_latencies()) == 1.0  # p95 0.2 x 1.5, clamped to min
+
+
+def test_retry_budget_memory_is_bounded_by_its_window() -> None:
+    clock = ManualClock()
+    budget = RetryBudget(clock, window_s=10)
+    for _ in range(10_000):
+        budget.record_request()
+        clock.advance(0.01)
+    assert len(budget._requests) <= 1001  # 10 s of 100 requests/s, not the whole history
+
+
+def test_sorted_latencies_follow_new_samples_and_the_window() -> None:
+    clock = ManualClock()
+    stats = ProviderStats(clock, max_samples=100, window_s=10)
+    stats.record(0.3, ok=True)
+    assert stats.success_latencies() == [0.3]
+    stats.record(0.1, ok=True)
+    assert stats.success_latencies() == [0.1, 0.3]
+    clock.advance(11)
+    stats.record(0.2, ok=True)
+    assert stats.success_latencies() == [0.2]

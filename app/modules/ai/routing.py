@@ -50,13 +50,23 @@ class Router:
             for name in ProviderName
         }
 
-    def plan(self, model: str, strategy: RoutingStrategy | None = None) -> list[Route]:
-        if model in ALIASES:
-            routes = [
-                Route(name, tuple(self._settings.provider(name).models_for(model)))
-                for name in self._priority
+        # An alias's routes in priority order never change: built once, here.
+        self._alias_routes = {
+            alias: [
+                route
+                for route in (
+                    Route(name, tuple(settings.provider(name).models_for(alias)))
+                    for name in self._priority
+                )
+                if route.models
             ]
-            routes = [r for r in routes if r.models]
+            for alias in ALIASES
+        }
+
+    def plan(self, model: str, strategy: RoutingStrategy | None = None) -> list[Route]:
+        """The routes to try, in order; a fresh list the caller may keep."""
+        routes = self._alias_routes.get(model)
+        if routes is not None:
             return self._order(routes, model, strategy or self._settings.ai_routing_strategy)
         return [self._pin(model)]
 
@@ -80,9 +90,9 @@ class Router:
         )
 
     def _order(self, routes: list[Route], alias: str, strategy: RoutingStrategy) -> list[Route]:
-        position = {route.provider: i for i, route in enumerate(routes)}
         if strategy is RoutingStrategy.PRIORITY:
-            return routes
+            return list(routes)
+        position = {route.provider: i for i, route in enumerate(routes)}
 
         def cost(route: Route) -> float:
             return self._prices.blended(route.provider, route.models[0])

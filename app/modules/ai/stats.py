@@ -35,12 +35,16 @@ class ProviderStats:
         self._window_s = window_s
         self._samples: deque[Sample] = deque(maxlen=max_samples)
         self._successes: deque[Sample] = deque(maxlen=max_samples)
+        # Sorted latencies of the success window, rebuilt only when it changes: every
+        # attempt reads them (the adaptive timeout), far fewer change them.
+        self._sorted: list[float] | None = None
 
     def record(self, latency_s: float, *, ok: bool) -> None:
         sample = Sample(self._clock.monotonic(), latency_s, ok)
         self._samples.append(sample)
         if ok:
             self._successes.append(sample)
+            self._sorted = None
 
     def _trim(self, samples: deque[Sample]) -> list[Sample]:
         cutoff = self._clock.monotonic() - self._window_s
@@ -52,7 +56,14 @@ class ProviderStats:
         return self._trim(self._samples)
 
     def success_latencies(self) -> list[float]:
-        return sorted(s.latency_s for s in self._trim(self._successes))
+        """Sorted; the caller must not modify the list."""
+        cutoff = self._clock.monotonic() - self._window_s
+        if self._successes and self._successes[0].at < cutoff:
+            self._trim(self._successes)
+            self._sorted = None
+        if self._sorted is None:
+            self._sorted = sorted(s.latency_s for s in self._successes)
+        return self._sorted
 
     def latency_quantile(self, q: float) -> float | None:
         values = self.success_latencies()

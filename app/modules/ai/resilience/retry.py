@@ -45,6 +45,7 @@ class RetryBudget:
                 events.popleft()
 
     def record_request(self) -> None:
+        self._trim()  # keeps memory bounded by the window, not by uptime
         self._requests.append(self._clock.monotonic())
 
     def try_spend(self) -> bool:
