@@ -8,7 +8,6 @@ import os
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from collections import Counter
 from contextlib import ExitStack
@@ -19,6 +18,7 @@ from typing import Any
 import httpx
 
 from app.demo_literature import literature_env, run_literature_demo
+from infra.sandbox.process import spawn_sandbox
 
 ROOT = Path(__file__).resolve().parents[1]
 BREAKER_RESET_S = 2.0
@@ -64,28 +64,9 @@ def _wait_http(url: str, process: subprocess.Popen[bytes], what: str) -> None:
 
 
 def _start_sandbox(stack: ExitStack) -> str:
-    port_file = Path(tempfile.mkdtemp(prefix="demo-sandbox-")) / "port"
-    process = subprocess.Popen(  # noqa: S603 - our own module
-        [
-            sys.executable,
-            "-m",
-            "infra.sandbox",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "0",
-            "--port-file",
-            str(port_file),
-        ],
-        cwd=ROOT,
-    )
+    process, base_url = spawn_sandbox()
     stack.callback(_stop, process)
-    deadline = time.monotonic() + 30
-    while not (port_file.exists() and port_file.read_text().strip()):
-        if process.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError("the sandbox did not start")
-        time.sleep(0.05)
-    return f"http://127.0.0.1:{port_file.read_text().strip()}"
+    return base_url
 
 
 def _start_service(stack: ExitStack, sandbox: str) -> str:

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +19,7 @@ from app.core.settings import (
     Settings,
 )
 from infra.sandbox.literature import gateway_settings
+from infra.sandbox.process import spawn_sandbox
 from tests.support.client import CALLER, CALLER_KEY
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -81,30 +79,8 @@ class Sandbox:
 
 
 def start_sandbox() -> Sandbox:
-    port_file = Path(tempfile.mkdtemp(prefix="sandbox-")) / "port"
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "infra.sandbox",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "0",
-            "--port-file",
-            str(port_file),
-        ],
-        cwd=ROOT,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    deadline = time.monotonic() + 20
-    while not port_file.exists() or not port_file.read_text().strip():
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            raise RuntimeError("the sandbox did not start")
-        time.sleep(0.05)
-    port = int(port_file.read_text().strip())
-    return Sandbox(process, f"http://127.0.0.1:{port}")
+    process, base_url = spawn_sandbox(timeout_s=20)
+    return Sandbox(process, base_url)
 
 
 def fresh_database_url() -> str:
