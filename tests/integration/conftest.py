@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import pytest
@@ -8,6 +8,7 @@ from litestar.testing import AsyncTestClient
 
 from app.core.settings import Settings
 from app.main import create_app
+from infra.sandbox.literature.client import LiteratureSandbox
 from tests.support.client import gateway_client
 from tests.support.sandbox import Sandbox, sandbox_settings
 
@@ -24,3 +25,20 @@ async def client(settings: Settings) -> AsyncIterator[AsyncTestClient[Any]]:
     """The real app (real adapters, real HTTP to the sandbox) behind an in-process client."""
     async with gateway_client(create_app(settings)) as test_client:
         yield test_client
+
+
+@pytest.fixture(scope="module")
+def lit_module(sandbox_process: Sandbox) -> Iterator[LiteratureSandbox]:
+    """The literature side of the sandbox (Unpaywall, doi.org, PMC, publishers)."""
+    literature = LiteratureSandbox(sandbox_process.base_url)
+    yield literature
+    literature.close()
+
+
+@pytest.fixture
+def lit(sandbox: Sandbox, lit_module: LiteratureSandbox) -> Iterator[LiteratureSandbox]:
+    """Literature faults and counters cleared before and after: no fault (a hang, say)
+    outlives its test."""
+    lit_module.reset()
+    yield lit_module
+    lit_module.reset()

@@ -5,7 +5,7 @@ unsure, malformed, or no provider at all."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -23,19 +23,6 @@ from tests.support.sandbox import Sandbox, sandbox_settings
 
 Client = AsyncTestClient[Any]
 PROVIDERS = ("groq", "gemini", "azure", "openai")
-
-
-@pytest.fixture(scope="module")
-def lit_module(sandbox_process: Sandbox) -> Iterator[LiteratureSandbox]:
-    literature = LiteratureSandbox(sandbox_process.base_url)
-    yield literature
-    literature.close()
-
-
-@pytest.fixture
-def lit(sandbox: Sandbox, lit_module: LiteratureSandbox) -> LiteratureSandbox:
-    lit_module.reset()
-    return lit_module
 
 
 @pytest.fixture

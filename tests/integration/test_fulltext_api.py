@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -22,20 +22,6 @@ from tests.support.sandbox import Sandbox, sandbox_settings
 
 Client = AsyncTestClient[Any]
 BATCH_MAX = 8
-
-
-@pytest.fixture(scope="module")
-def lit_module(sandbox_process: Sandbox) -> Iterator[LiteratureSandbox]:
-    literature = LiteratureSandbox(sandbox_process.base_url)
-    yield literature
-    literature.close()
-
-
-@pytest.fixture
-def lit(sandbox: Sandbox, lit_module: LiteratureSandbox) -> Iterator[LiteratureSandbox]:
-    lit_module.reset()
-    yield lit_module
-    lit_module.reset()
 
 
 async def _app(

@@ -5,7 +5,7 @@ timeouts, circuit breakers per publisher host and rate limits per publisher. Tim
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -21,20 +21,6 @@ from tests.support.overrides import manual_clock
 from tests.support.sandbox import Sandbox, sandbox_settings
 
 Client = AsyncTestClient[Any]
-
-
-@pytest.fixture(scope="module")
-def lit_module(sandbox_process: Sandbox) -> Iterator[LiteratureSandbox]:
-    literature = LiteratureSandbox(sandbox_process.base_url)
-    yield literature
-    literature.close()
-
-
-@pytest.fixture
-def lit(sandbox: Sandbox, lit_module: LiteratureSandbox) -> Iterator[LiteratureSandbox]:
-    lit_module.reset()
-    yield lit_module
-    lit_module.reset()  # no fault (a hang, say) outlives its test
 
 
 @pytest.fixture

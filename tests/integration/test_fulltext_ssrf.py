@@ -86,19 +86,6 @@ def listener() -> Iterator[Listener]:
         server.server_close()
 
 
-@pytest.fixture(scope="module")
-def lit_module(sandbox_process: Sandbox) -> Iterator[LiteratureSandbox]:
-    literature = LiteratureSandbox(sandbox_process.base_url)
-    yield literature
-    literature.close()
-
-
-@pytest.fixture
-def lit(sandbox: Sandbox, lit_module: LiteratureSandbox) -> LiteratureSandbox:
-    lit_module.reset()
-    return lit_module
-
-
 @pytest.fixture
 async def client(sandbox: Sandbox, lit: LiteratureSandbox) -> AsyncIterator[Client]:
     """The production guard with the sandbox's hosts trusted, no egress allowlist (so every

@@ -3,7 +3,7 @@ stop, options that shape the waterfall, and candidates carried from one tier to 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -19,19 +19,6 @@ from tests.support.client import gateway_client
 from tests.support.sandbox import Sandbox, sandbox_settings
 
 Client = AsyncTestClient[Any]
-
-
-@pytest.fixture(scope="module")
-def lit_module(sandbox_process: Sandbox) -> Iterator[LiteratureSandbox]:
-    literature = LiteratureSandbox(sandbox_process.base_url)
-    yield literature
-    literature.close()
-
-
-@pytest.fixture
-def lit(sandbox: Sandbox, lit_module: LiteratureSandbox) -> LiteratureSandbox:
-    lit_module.reset()
-    return lit_module
 
 
 def _app_settings(sandbox: Sandbox, lit: LiteratureSandbox) -> Settings:
