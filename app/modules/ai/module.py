@@ -56,8 +56,8 @@ class AIModule(Provider):
         return ResponseCache(store, metrics, enabled=settings.ai_cache_enabled)
 
     @provide
-    def metrics(self, telemetry: Telemetry, settings: Settings) -> AIMetrics:
-        known = set(settings.prices())
+    def metrics(self, telemetry: Telemetry, settings: Settings, prices: PriceTable) -> AIMetrics:
+        known = set(prices.models())  # the price file is read once, by the table
         for name in ProviderName:
             section = settings.provider(name)
             known.update(section.models_for("fast") + section.models_for("quality"))

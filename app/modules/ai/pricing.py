@@ -16,6 +16,10 @@ class PriceTable:
         self._free = frozenset(settings.ai_free_providers)
         self._azure: AzureSettings = settings.azure
 
+    def models(self) -> frozenset[str]:
+        """Every model the table prices."""
+        return frozenset(self._prices)
+
     def price(self, provider: ProviderName, model: str) -> ModelPrice | None:
         """The price, or None when the model is unknown (its cost cannot be stated)."""
         if provider in self._free:
