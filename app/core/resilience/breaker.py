@@ -104,10 +104,6 @@ class AsyncCircuitBreaker:
     def state(self) -> BreakerState:
         return _STATES[self._cb.current_state]
 
-    @property
-    def fail_counter(self) -> int:
-        return int(self._cb.fail_counter)
-
     def open_remaining_s(self) -> float:
         """Seconds until an open breaker admits its trial call (0 if not open)."""
         if self.state is not BreakerState.OPEN:

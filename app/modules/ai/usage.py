@@ -138,7 +138,6 @@ class UsageLedger:
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self._failures = 0
-        self.dropped = 0
         metrics.gauge(
             "ai_ledger_buffer_rows",
             "",
@@ -150,7 +149,6 @@ class UsageLedger:
         """Queue rows for the writer; never blocks and never touches the database."""
         for row in rows:
             if len(self._buffer) >= self._max_rows:
-                self.dropped += 1
                 self._metrics.ledger_write_failures.add(1, {"reason": "buffer_full"})
                 log.error(
                     "ledger buffer full (%d rows): dropping a row; the database has been "
@@ -161,10 +159,6 @@ class UsageLedger:
             self._buffer.append(row)
         if len(self._buffer) >= self._batch:
             self._wake.set()
-
-    @property
-    def pending(self) -> int:
-        return len(self._buffer)
 
     def start(self) -> None:
         if self._task is None:
@@ -286,11 +280,6 @@ class UsageLedger:
             }
             for provider, model, attempts, prompt, completion, cost, successes, hits in result
         ]
-
-    async def count(self) -> int:
-        async with self._engine.connect() as connection:
-            result = await connection.execute(select(func.count()).select_from(llm_usage_logs))
-            return int(result.scalar_one())
 
 
 def _number(value: object) -> float:
