@@ -1,4 +1,4 @@
-"""The one way this service builds outbound HTTP clients.
+"""The one way this service builds outbound HTTP clients and sends through them.
 
 httpx's default transport collapses past ~240 requests/s on one core (httpcore pool scans,
 see STYLE.md), so every upstream client runs the httpx API over aiohttp's pool. Clients never
@@ -7,15 +7,86 @@ read proxies or netrc from the environment and never retry on their own: the gua
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from functools import lru_cache
+from typing import Any
+
 import httpx
 from httpx_aiohttp import AiohttpTransport
 
-# Responses bigger than this are not an LLM answer we want to hold in memory.
+# Responses bigger than this (decoded) are not an LLM answer we want to hold in memory.
 DEFAULT_BODY_CAP_BYTES = 8 * 1024 * 1024
+# Said explicitly, so what we accept never depends on which decoders happen to be installed
+# (httpx advertises br and zstd when their modules import). The body is decoded by httpx,
+# chunk by chunk, and the cap counts decoded bytes: a small gzip bomb cannot fill memory.
+ACCEPT_ENCODING = "gzip"
+# Distinct paths per client are bounded by configuration (models, deployments), not callers.
+_URL_CACHE_SIZE = 1024
 
 
 class BodyTooLarge(Exception):
     """The upstream sent more than we agreed to read."""
+
+
+class _NoCookies(httpx.Cookies):
+    """A jar that never stores anything.
+
+    One upstream client serves every caller and every API key: a cookie set in an answer to
+    one key (a load balancer's, a session's) must not ride along with the next key's call.
+    Not keeping cookies also spares httpx building urllib shims for every response.
+    """
+
+    def extract_cookies(self, response: httpx.Response) -> None:
+        return None
+
+    def set_cookie_header(self, request: httpx.Request) -> None:
+        return None
+
+
+_NO_COOKIES = _NoCookies()
+
+
+class UpstreamClient(httpx.AsyncClient):
+    """An httpx client without a cookie jar, whose requests are built cheaply.
+
+    `build` resolves a path against the base URL once per distinct path and skips the
+    per-call merging of client defaults: the request carries exactly the headers we give it.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._timeout_extension = {"timeout": self.timeout.as_dict()}
+        self._resolve = lru_cache(maxsize=_URL_CACHE_SIZE)(self._absolute_url)
+
+    @property
+    def cookies(self) -> httpx.Cookies:
+        return _NO_COOKIES
+
+    @cookies.setter
+    def cookies(self, _: Any) -> None:
+        """httpx's constructor assigns a jar; there is none to assign to."""
+
+    def _absolute_url(self, path: str, query: tuple[tuple[str, str], ...]) -> httpx.URL:
+        url = self.base_url.join(path)  # base_url always ends in "/" in httpx
+        return url.copy_merge_params(dict(query)) if query else url
+
+    def build(
+        self,
+        method: str,
+        path: str,
+        *,
+        headers: Mapping[str, str],
+        content: bytes | None = None,
+        params: Mapping[str, str] | None = None,
+    ) -> httpx.Request:
+        url = self._resolve(path, tuple(params.items()) if params else ())
+        return httpx.Request(
+            method,
+            url,
+            headers={"accept-encoding": ACCEPT_ENCODING, **headers},
+            content=content,
+            extensions=self._timeout_extension,
+        )
 
 
 def make_upstream_client(
@@ -23,7 +94,7 @@ def make_upstream_client(
     *,
     max_connections: int,
     connect_timeout_s: float = 5.0,
-) -> httpx.AsyncClient:
+) -> UpstreamClient:
     """One client per upstream, created at start and closed on shutdown.
 
     Overall deadlines are enforced by the caller with `asyncio.timeout`; the per-phase
@@ -34,7 +105,7 @@ def make_upstream_client(
         trust_env=False,
         retries=0,
     )
-    return httpx.AsyncClient(
+    return UpstreamClient(
         base_url=base_url,
         transport=transport,
         trust_env=False,
@@ -44,12 +115,22 @@ def make_upstream_client(
 
 
 async def read_capped(response: httpx.Response, cap: int = DEFAULT_BODY_CAP_BYTES) -> bytes:
-    """Read a streamed body, refusing to buffer more than `cap` bytes."""
+    """Read a streamed body, decoded per its Content-Encoding, refusing more than `cap` bytes."""
     chunks: list[bytes] = []
     size = 0
-    async for chunk in response.aiter_raw():
+    async for chunk in response.aiter_bytes():
         size += len(chunk)
         if size > cap:
             raise BodyTooLarge(f"body larger than {cap} bytes")
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+__all__ = [
+    "ACCEPT_ENCODING",
+    "DEFAULT_BODY_CAP_BYTES",
+    "BodyTooLarge",
+    "UpstreamClient",
+    "make_upstream_client",
+    "read_capped",
+]

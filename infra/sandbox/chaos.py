@@ -53,6 +53,9 @@ class ChaosConfig(BaseModel):
     missing_models: list[str] = Field(default_factory=list)
     decommissioned_models: list[str] = Field(default_factory=list)
     content: str | None = Field(None, description="Answer text, verbatim.")
+    gzip: bool = Field(
+        False, description="gzip answers when the client accepts it, as the real APIs do."
+    )
     affect_probes: bool = Field(False, description="Also apply faults to list endpoints.")
 
 

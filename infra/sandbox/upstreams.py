@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gzip
 import json
 import re
 import socket
@@ -154,10 +155,17 @@ async def _stream(
     return response
 
 
+def _gzipped(reply: Reply) -> Reply:
+    headers = {**reply.headers, "Content-Encoding": "gzip", "Vary": "Accept-Encoding"}
+    return Reply(reply.status, gzip.compress(reply.body), headers)
+
+
 async def _send(
     request: web.Request, call: Call, reply: Reply, *, slow_ms: float = 0.0
 ) -> web.StreamResponse:
     call.outcome(reply.status)
+    if call.chaos.config.gzip and "gzip" in request.headers.get("Accept-Encoding", ""):
+        reply = _gzipped(reply)
     if slow_ms <= 0:
         return web.Response(status=reply.status, body=reply.body, headers=reply.headers)
     chunks = _split(reply.body, SLOW_PIECES)

@@ -108,3 +108,35 @@ async def test_messages_with_history_map_to_gemini_roles(client: Client, sandbox
     assert response.status_code == 200
     roles = [c["role"] for c in sandbox.last("gemini")["json"]["contents"]]
     assert roles == ["user", "model", "user"]
+
+
+@pytest.mark.parametrize(
+    "model",
+    [
+        "groq/llama-3.1-8b-instant",
+        "openai/gpt-4o-mini",
+        "azure/gpt-4o-mini",
+        "gemini/gemini-1.5-flash",
+    ],
+)
+async def test_gzip_answers_are_decoded(client: Client, sandbox: Sandbox, model: str) -> None:
+    """The real APIs gzip when asked; a raw read would hand compressed bytes to the parser."""
+    provider = model.split("/")[0]
+    sandbox.chaos(provider, gzip=True, content="Decoded through gzip.")
+    response = await client.post("/v1/ai/completions", json={"prompt": "Hi", "model": model})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["provider"] == provider
+    assert body["content"] == "Decoded through gzip."
+    assert body["usage"]["prompt_tokens"] == sandbox.last(provider)["usage"]["prompt_tokens"]
+
+
+async def test_a_gzip_bomb_is_cut_at_the_decoded_cap(client: Client, sandbox: Sandbox) -> None:
+    """A few kB on the wire that decode to more than the 8 MiB cap: a bad response, not OOM."""
+    sandbox.chaos("groq", gzip=True, content="a" * (9 * 1024 * 1024))
+    response = await client.post(
+        "/v1/ai/completions", json={"prompt": "Hi", "model": "groq/llama-3.1-8b-instant"}
+    )
+    assert response.status_code == 503, response.text
+    attempts = response.json()["attempts"]
+    assert {a["error_type"] for a in attempts} == {"bad_response"}

@@ -247,6 +247,20 @@ async def test_rate_limited_key_gets_429_with_retry_after(client: httpx.AsyncCli
 
 
 @pytest.mark.asyncio
+async def test_gzip_only_when_set_and_accepted(client: httpx.AsyncClient) -> None:
+    plain = await client.post(GROQ, headers=GROQ_AUTH, json=chat())
+    assert "content-encoding" not in plain.headers
+    await put_chaos(client, "groq", gzip=True)
+    gzipped = await client.post(GROQ, headers={**GROQ_AUTH, "Accept-Encoding": "gzip"}, json=chat())
+    assert gzipped.headers["content-encoding"] == "gzip"
+    assert gzipped.json()["choices"][0]["message"]["content"]  # httpx decodes it
+    identity = await client.post(
+        GROQ, headers={**GROQ_AUTH, "Accept-Encoding": "identity"}, json=chat()
+    )
+    assert "content-encoding" not in identity.headers
+
+
+@pytest.mark.asyncio
 async def test_rpm_per_key_limits_each_key_separately(client: httpx.AsyncClient) -> None:
     await put_chaos(client, "gemini", rpm_per_key=2)
     statuses = [

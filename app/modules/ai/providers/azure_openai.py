@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import httpx
-
+from app.core.http import UpstreamClient
 from app.core.settings import ProviderName
 from app.modules.ai.domain import CompletionRequest, ProviderReply
 from app.modules.ai.providers.base import encode_json, send
@@ -20,7 +19,7 @@ class AzureOpenAIAdapter:
     name = ProviderName.AZURE
     endpoint = "deployments/chat/completions"
 
-    def __init__(self, client: httpx.AsyncClient, *, api_version: str) -> None:
+    def __init__(self, client: UpstreamClient, *, api_version: str) -> None:
         self._client = client
         self._params = {"api-version": api_version}
 

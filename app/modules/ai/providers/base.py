@@ -16,7 +16,7 @@ import aiohttp
 import httpx
 import msgspec
 
-from app.core.http import BodyTooLarge, read_capped
+from app.core.http import BodyTooLarge, UpstreamClient, read_capped
 from app.core.settings import ProviderName
 from app.modules.ai.domain import CompletionRequest, ProviderReply
 from app.modules.ai.errors import FailureKind, ProviderError
@@ -46,16 +46,16 @@ def encode_json(payload: Any) -> bytes:
 
 
 async def send(
-    client: httpx.AsyncClient,
+    client: UpstreamClient,
     method: str,
-    url: str,
+    path: str,
     *,
     headers: Mapping[str, str],
     content: bytes | None = None,
     params: Mapping[str, str] | None = None,
 ) -> tuple[httpx.Response, bytes]:
     """Send one request and read its capped body, turning transport faults into ProviderError."""
-    request = client.build_request(method, url, headers=headers, content=content, params=params)
+    request = client.build(method, path, headers=headers, content=content, params=params)
     try:
         response = await client.send(request, stream=True)
         try:

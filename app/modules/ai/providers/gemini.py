@@ -7,6 +7,7 @@ from typing import Any
 
 import httpx
 
+from app.core.http import UpstreamClient
 from app.core.settings import ProviderName
 from app.modules.ai.domain import CompletionRequest, ProviderReply, Role
 from app.modules.ai.errors import FailureKind, ProviderError
@@ -90,7 +91,7 @@ class GeminiAdapter:
     name = ProviderName.GEMINI
     endpoint = "generateContent"
 
-    def __init__(self, client: httpx.AsyncClient) -> None:
+    def __init__(self, client: UpstreamClient) -> None:
         self._client = client
 
     async def complete(self, request: CompletionRequest, model: str, key: ApiKey) -> ProviderReply:

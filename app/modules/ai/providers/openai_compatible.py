@@ -7,6 +7,7 @@ from typing import Any
 
 import httpx
 
+from app.core.http import UpstreamClient
 from app.core.settings import ProviderName
 from app.modules.ai.domain import CompletionRequest, ProviderReply
 from app.modules.ai.errors import FailureKind, ProviderError
@@ -89,7 +90,7 @@ class OpenAICompatibleAdapter:
 
     endpoint = "chat/completions"
 
-    def __init__(self, name: ProviderName, client: httpx.AsyncClient) -> None:
+    def __init__(self, name: ProviderName, client: UpstreamClient) -> None:
         self.name = name
         self._client = client
 
