@@ -118,9 +118,12 @@ async def test_not_ready_when_every_configured_provider_is_unhealthy(sandbox: Sa
 async def test_metrics_has_every_name_with_its_type_after_traffic(
     client: Client, sandbox: Sandbox
 ) -> None:
-    assert (await client.post("/v1/ai/completions", json={"prompt": "hello"})).status_code == 200
-    sandbox.chaos("groq", error_rate=1.0, error_status=503)
-    assert (await client.post("/v1/ai/completions", json={"prompt": "hello"})).status_code == 200
+    answers = []
+    for chaos in ({}, {"error_rate": 1.0, "error_status": 503}):
+        sandbox.chaos("groq", **chaos)
+        answer = await client.post("/v1/ai/completions", json={"prompt": "hello"})
+        assert answer.status_code == 200
+        answers.append(answer.json())
     response = await client.get("/metrics")
     assert response.headers["content-type"].startswith("text/plain")
     text = response.text
@@ -136,6 +139,15 @@ async def test_metrics_has_every_name_with_its_type_after_traffic(
     assert requests[("groq", "success")] == 1
     assert requests[("groq", "upstream_error")] == 1
     assert requests[("gemini", "success")] == 1
+    tokens = {
+        (s.labels["provider"], s.labels["token_type"]): s.value
+        for s in families["ai_provider_tokens"].samples
+        if s.name.endswith("_total")
+    }
+    for answer in answers:
+        usage = answer["usage"]
+        assert tokens[(answer["provider"], "input")] == usage["prompt_tokens"]
+        assert tokens[(answer["provider"], "output")] == usage["completion_tokens"]
     fallbacks = [s for s in families["ai_fallbacks"].samples if s.name.endswith("_total")]
     assert [(s.labels["from_provider"], s.labels["to_provider"], s.value) for s in fallbacks] == [
         ("groq", "gemini", 1.0)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import AsyncIterator
 
 import msgspec
@@ -18,6 +17,7 @@ from litestar.status_codes import HTTP_200_OK, HTTP_503_SERVICE_UNAVAILABLE
 
 from app.core.auth import Caller
 from app.core.errors import GatewayError
+from app.core.ids import random_hex
 from app.core.problems import openai_error_response, openai_error_responses, problem_responses
 from app.core.settings import Settings
 from app.modules.ai.budget import BudgetGuard
@@ -122,7 +122,7 @@ class AIController(Controller):
             context=CallContext(caller=caller.id, service_name="chat-completions"),
         )
         completion = ChatCompletionOut(
-            id=f"chatcmpl-{uuid.uuid4().hex}",
+            id=f"chatcmpl-{random_hex()}",
             created=int(time.time()),
             model=response.model,
             choices=[

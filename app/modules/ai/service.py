@@ -6,10 +6,10 @@ guarded provider call -> budget settle -> ledger rows for every upstream attempt
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass, replace
 
 from app.core.clock import Clock
+from app.core.ids import random_hex
 from app.core.settings import ModelPrice, ProviderName, Settings
 from app.modules.ai.budget import Blocked, BudgetGuard
 from app.modules.ai.cache import ResponseCache
@@ -109,7 +109,7 @@ class UnifiedAIService:
         call = _Call(
             request=request,
             context=context,
-            request_id=context.request_id or uuid.uuid4().hex,
+            request_id=context.request_id or random_hex(),
             started=started,
             deadline=started + (min(deadline_s, limit) if deadline_s else limit),
         )

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import uuid
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -40,6 +39,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.core.clock import Clock
+from app.core.ids import random_hex
 from app.core.settings import Settings
 from app.modules.ai.metrics import AIMetrics
 
@@ -95,7 +95,7 @@ class UsageRow:
     cached: bool = False
     error_message: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
-    id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    id: str = field(default_factory=random_hex)
 
     def values(self) -> dict[str, Any]:
         return {
