@@ -118,7 +118,9 @@ async def read_capped(response: httpx.Response, cap: int = DEFAULT_BODY_CAP_BYTE
     """Read a streamed body, decoded per its Content-Encoding, refusing more than `cap` bytes."""
     chunks: list[bytes] = []
     size = 0
-    async for chunk in response.aiter_bytes():
+    # Most answers come uncompressed: skip httpx's decoder and re-chunker for those.
+    encoded = "content-encoding" in response.headers
+    async for chunk in response.aiter_bytes() if encoded else response.aiter_raw():
         size += len(chunk)
         if size > cap:
             raise BodyTooLarge(f"body larger than {cap} bytes")
