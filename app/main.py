@@ -23,6 +23,8 @@ from app.core.settings import Settings
 from app.modules.ai.budget import BudgetGuard, restore_budgets
 from app.modules.ai.controller import AIController, HealthController
 from app.modules.ai.health import HealthService
+from app.modules.ai.metrics import AIMetrics
+from app.modules.ai.overhead import OverheadMiddleware, OverheadRecorder
 from app.modules.ai.service import UnifiedAIService
 from app.modules.ai.usage import UsageLedger
 from app.modules.literature.controller import LiteratureController
@@ -36,7 +38,8 @@ class ConfigurationError(RuntimeError):
 
 def create_app(settings: Settings | None = None, *overrides: Provider) -> Litestar:
     settings = settings or Settings()
-    middleware = []
+    overhead = OverheadRecorder()
+    middleware = [DefineMiddleware(OverheadMiddleware, recorder=overhead)]
     if settings.gateway_auth == "enabled":
         if not settings.gateway_api_keys:
             raise ConfigurationError(
@@ -59,6 +62,7 @@ def create_app(settings: Settings | None = None, *overrides: Provider) -> Litest
         await restore_budgets(await container.get(BudgetGuard), ledger)
         # Build clients and guards at start, not on the first request.
         await container.get(UnifiedAIService)
+        overhead.histogram = (await container.get(AIMetrics)).overhead
         (await container.get(HealthService)).start()
         # Move the ~130k objects made at start-up out of the collector's reach: otherwise each
         # full collection rescans them and stalls the loop for 100+ ms under load.

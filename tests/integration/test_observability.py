@@ -206,3 +206,27 @@ async def test_two_apps_in_one_process_share_no_breaker_or_metric(sandbox: Sandb
         for s in second_metrics["ai_provider_circuit_breaker_state"].samples
     }
     assert second_breakers["groq"] == 0.0
+
+
+def _overhead(text: str) -> tuple[float, float]:
+    """(count, sum) of ai_gateway_overhead_seconds."""
+    samples = _families(text)["ai_gateway_overhead_seconds"].samples
+    values = {s.name: s.value for s in samples}
+    return values["ai_gateway_overhead_seconds_count"], values["ai_gateway_overhead_seconds_sum"]
+
+
+async def test_overhead_is_the_whole_request_minus_upstream_waits(
+    client: Client, sandbox: Sandbox
+) -> None:
+    """Counted from the middleware stack to the sent response, for every completion request
+    (a 400 never reaches the service yet costs the gateway), with the upstream wait taken out."""
+    sandbox.chaos("groq", latency_ms=300)
+    answer = await client.post("/v1/ai/completions", json={"prompt": "hello"})
+    assert answer.status_code == 200
+    count, total = _overhead((await client.get("/metrics")).text)
+    assert count == 1
+    assert 0 < total < 0.2  # the 300 ms upstream wait is not overhead
+    assert (await client.post("/v1/chat/completions", json={"messages": []})).status_code == 400
+    await client.get("/health/live")  # not a completion path: not measured
+    count, _ = _overhead((await client.get("/metrics")).text)
+    assert count == 2

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Protocol
@@ -19,6 +20,7 @@ import msgspec
 from app.core.clock import Clock
 from app.modules.ai.domain import AIResponse, CompletionRequest
 from app.modules.ai.metrics import AIMetrics
+from app.modules.ai.overhead import add_upstream_wait
 
 _ENCODER = msgspec.json.Encoder()
 
@@ -99,8 +101,12 @@ class ResponseCache:
         pending = self._inflight.get(key)
         if pending is not None:
             self._metrics.cache_requests.add(1, {"result": "hit"})
+            waited_from = time.perf_counter()
             try:
-                return await asyncio.shield(pending), True
+                try:
+                    return await asyncio.shield(pending), True
+                finally:  # waiting on the leader's upstream call is an upstream wait
+                    add_upstream_wait(time.perf_counter() - waited_from)
             except asyncio.CancelledError:
                 task = asyncio.current_task()
                 if not pending.cancelled() or (task is not None and task.cancelling()):

@@ -31,6 +31,7 @@ from app.modules.ai.errors import (
     UpstreamRejected,
 )
 from app.modules.ai.metrics import AIMetrics
+from app.modules.ai.overhead import add_upstream_wait
 from app.modules.ai.pricing import TOKENS_PER_PRICE_UNIT, PriceTable
 from app.modules.ai.resilience import GuardedProvider, ProviderSkipped
 from app.modules.ai.resilience.guard import ProviderGuards
@@ -126,9 +127,8 @@ class UnifiedAIService:
         try:
             response = await self._walk(plan, call, attempts)
         finally:
-            upstream_ms = sum(a.latency_ms for a in attempts)
+            add_upstream_wait(sum(a.latency_ms for a in attempts) / 1000)
             total_ms = (self._clock.monotonic() - call.started) * 1000
-            self._metrics.overhead.record(max(0.0, total_ms - upstream_ms) / 1000)
             self._ledger.record(self._rows(call, attempts))
         return replace(response, latency_ms=total_ms, attempts=tuple(attempts))
 
