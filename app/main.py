@@ -14,7 +14,7 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 
 from app.container import make_container
-from app.core.auth import OPEN_PATHS, CallerAuthenticator, CallerAuthMiddleware
+from app.core.auth import CallerAuthenticator, CallerAuthMiddleware
 from app.core.clock import SystemClock
 from app.core.db import migrate
 from app.core.metrics_endpoint import metrics
@@ -47,9 +47,7 @@ def create_app(settings: Settings | None = None, *overrides: Provider) -> Litest
                 "(or GATEWAY_AUTH=disabled for a closed network)"
             )
         authenticator = CallerAuthenticator(settings, SystemClock())
-        middleware.append(
-            DefineMiddleware(CallerAuthMiddleware, authenticator=authenticator, exclude=OPEN_PATHS)
-        )
+        middleware.append(DefineMiddleware(CallerAuthMiddleware, authenticator=authenticator))
     else:
         log.warning("AUTHENTICATION DISABLED (GATEWAY_AUTH=disabled): every caller is anonymous")
     container = make_container(settings, *overrides)

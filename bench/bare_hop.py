@@ -1,8 +1,8 @@
 """`python -m bench.bare_hop`: the floor the gateway is compared with.
 
 A Litestar app with one route that forwards an OpenAI chat body to Groq (the sandbox) with
-the gateway's own upstream client (`app.core.http.make_upstream_client`: httpx over
-aiohttp's pool) and returns the decoded answer. No DI, validation, routing, guards or
+an httpx client over aiohttp's pool (the gateway's factory, `make_upstream_client`, used
+through the plain httpx API: `client.post`) and returns the decoded answer. No DI, validation, routing, guards or
 metrics: what is left of the gateway's cost after subtracting this is the cost of those.
 Served by uvicorn with the same options as `python -m app serve`.
 """

@@ -57,7 +57,7 @@ async def send(
     """Send one request and read its capped body, turning transport faults into ProviderError."""
     request = client.build(method, path, headers=headers, content=content, params=params)
     try:
-        response = await client.send(request, stream=True)
+        response = await client.dispatch(request)
         try:
             body = await read_capped(response)
         finally:
