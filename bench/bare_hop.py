@@ -2,8 +2,9 @@
 
 A Litestar app with one route that forwards an OpenAI chat body to Groq (the sandbox) with
 an httpx client over aiohttp's pool (the gateway's factory, `make_upstream_client`, used
-through the plain httpx API: `client.post`) and returns the decoded answer. No DI, validation, routing, guards or
-metrics: what is left of the gateway's cost after subtracting this is the cost of those.
+through the plain httpx API: `client.post`) and returns the decoded answer. No DI,
+validation, routing, guards or metrics: what is left of the gateway's cost after
+subtracting this is the cost of those.
 Served by uvicorn with the same options as `python -m app serve`.
 """
 

@@ -5,11 +5,12 @@ subprocesses, the gateway alone on one core and the sandbox plus this load gener
 other, then measures at the same fixed rates, in the same run:
 
 - baseline: straight to the sandbox's Groq chat/completions;
-- gateway: the gateway's /v1/chat/completions, which goes to that same Groq endpoint.
+- gateway: the gateway's /v1/chat/completions, which goes to that same Groq endpoint;
+- bare hop: a bare Litestar + httpx hop (`bench.bare_hop`) on the gateway's core, the floor
+  any Python gateway of this stack pays on this machine.
 
 The difference at each percentile is what a caller pays for the hop. A closed-loop step
-then finds peak throughput of the gateway, of the sandbox, and of a bare Litestar hop
-(`bench.bare_hop`) for comparison. See bench/README.md for the method and how to read it.
+then finds peak throughput of each. See bench/README.md for the method and how to read it.
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ from bench.report import (
     Run,
     added,
     checks_table,
+    cpu_per_request_s,
+    hop_added,
     ms,
     noise_note,
     open_loop_table,
@@ -48,6 +51,7 @@ from bench.report import (
 from bench.services import Memory, Service
 
 OVERHEAD_METRIC = "ai_gateway_overhead_seconds"
+HOP = "bare Litestar hop"
 PROMPT = "Summarise the main finding of this abstract in one sentence: results were robust."
 # The team's targets (see bench/README.md).
 TARGET_RATE = 200.0
@@ -74,6 +78,7 @@ class Cores:
 class Processes:
     sandbox: Service
     gateway: Service
+    hop: Service | None  # the bare Litestar hop, unless --no-reference
 
 
 @dataclass(slots=True)
@@ -149,10 +154,22 @@ def targets(procs: Processes) -> tuple[Target, Target]:
     return baseline, gateway
 
 
+def hop_target(procs: Processes) -> Target | None:
+    if procs.hop is None:
+        return None
+    return Target(
+        HOP,
+        f"{procs.hop.base_url}/v1/chat/completions",
+        chat_body("fast"),
+        {"content-type": "application/json"},
+    )
+
+
 async def start(
-    logs: Path, cores: Cores, latency_ms: float, stack: contextlib.ExitStack
+    logs: Path, cores: Cores, latency_ms: float, stack: contextlib.ExitStack, *, hop: bool
 ) -> Processes:
-    """Sandbox first (the gateway probes its upstreams at start), then the gateway."""
+    """Sandbox first (the gateway probes its upstreams at start), then the gateway and the
+    bare hop, both on the service core (an idle one costs the other nothing)."""
     sandbox = await services.start_sandbox(logs, cores.load)
     stack.callback(services.stop, sandbox)
     await services.set_upstream_latency(sandbox, "groq", latency_ms)
@@ -161,7 +178,13 @@ async def start(
         "gateway", ["-m", "app", "serve"], env, cores.service, logs
     )
     stack.callback(services.stop, gateway)
-    return Processes(sandbox, gateway)
+    if not hop:
+        return Processes(sandbox, gateway, None)
+    upstream = f"{sandbox.base_url}/groq/openai/v1"
+    argv = ["-m", "bench.bare_hop", "--upstream", upstream, "--model", services.GROQ_FAST_MODEL]
+    bare = await services.start_http_service("bare-hop", argv, os.environ, cores.service, logs)
+    stack.callback(services.stop, bare)
+    return Processes(sandbox, gateway, bare)
 
 
 async def sanity_check(session: aiohttp.ClientSession, target: Target, provider: bool) -> None:
@@ -201,12 +224,13 @@ async def measured(
 async def open_loop_steps(
     args: argparse.Namespace,
     procs: Processes,
-    sessions: tuple[aiohttp.ClientSession, aiohttp.ClientSession],
+    sessions: tuple[aiohttp.ClientSession, aiohttp.ClientSession, aiohttp.ClientSession],
     admin: aiohttp.ClientSession,
 ) -> list[OpenStep]:
-    """Baseline and gateway interleaved at each rate, so drift affects both alike."""
+    """Baseline, gateway and bare hop interleaved at each rate, so drift affects all alike."""
     baseline, gateway = targets(procs)
-    base_session, gw_session = sessions
+    hop = hop_target(procs)
+    base_session, gw_session, hop_session = sessions
     limits = Limits(args.timeout, args.max_requests)
     gw_pid, load_pids = procs.gateway.pid, [procs.sandbox.pid, os.getpid()]
     steps = []
@@ -227,7 +251,16 @@ async def open_loop_steps(
         )
         after = await services.scrape_histogram(admin, procs.gateway.base_url, OVERHEAD_METRIC)
         gw_run = replace(gw_run, overhead_mean_s=after.mean_since(before))
-        steps.append(OpenStep(rate, base_run, gw_run))
+        hop_run = None
+        if hop is not None and procs.hop is not None:
+            await asyncio.sleep(args.pause)
+            hop_run = await measured(
+                hop.name,
+                procs.hop.pid,
+                load_pids,
+                partial(open_loop, hop_session, hop, rate, args.duration, limits),
+            )
+        steps.append(OpenStep(rate, base_run, gw_run, hop_run))
         await asyncio.sleep(args.pause)
     return steps
 
@@ -248,48 +281,32 @@ async def peak_run(
     )
 
 
-async def reference_peak(
-    args: argparse.Namespace, procs: Processes, cores: Cores, logs: Path
-) -> Run:
-    """The bare Litestar hop on the gateway's core, started for this step only."""
-    upstream = f"{procs.sandbox.base_url}/groq/openai/v1"
-    argv = ["-m", "bench.bare_hop", "--upstream", upstream, "--model", services.GROQ_FAST_MODEL]
-    hop = await services.start_http_service("bare-hop", argv, os.environ, cores.service, logs)
-    try:
-        target = Target(
-            "bare Litestar hop",
-            f"{hop.base_url}/v1/chat/completions",
-            chat_body("fast"),
-            {"content-type": "application/json"},
-        )
-        limits = Limits(args.timeout, args.max_requests)
-        async with make_session(limits, args.concurrency + 16) as session:
-            await sanity_check(session, target, provider=False)
-            await open_loop(session, target, min(args.rate_list), args.warmup, limits)
-            return await peak_run(args, session, target, hop.pid, [procs.sandbox.pid, os.getpid()])
-    finally:
-        services.stop(hop)
-
-
 async def bench(args: argparse.Namespace, cores: Cores, logs: Path) -> Results:
     with contextlib.ExitStack() as stack:
-        procs = await start(logs, cores, args.latency_ms, stack)
+        procs = await start(logs, cores, args.latency_ms, stack, hop=not args.no_reference)
         baseline, gateway = targets(procs)
+        hop = hop_target(procs)
         limits = Limits(args.timeout, args.max_requests)
         connections = max(args.concurrency + 16, 1024)
         async with (
             make_session(limits, connections) as base_session,
             make_session(limits, connections) as gw_session,
+            make_session(limits, connections) as hop_session,
             aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as admin,
         ):
             await sanity_check(base_session, baseline, provider=False)
             await sanity_check(gw_session, gateway, provider=True)
+            if hop is not None:
+                await sanity_check(hop_session, hop, provider=False)
             memory_start = services.memory(procs.gateway.pid)
             warm_rate = min(args.rate_list)
             await open_loop(base_session, baseline, warm_rate, args.warmup, limits)
             await open_loop(gw_session, gateway, warm_rate, args.warmup, limits)
+            if hop is not None:
+                await open_loop(hop_session, hop, warm_rate, args.warmup, limits)
             await asyncio.sleep(args.pause)
-            steps = await open_loop_steps(args, procs, (base_session, gw_session), admin)
+            sessions = (base_session, gw_session, hop_session)
+            steps = await open_loop_steps(args, procs, sessions, admin)
             memory_open = services.memory(procs.gateway.pid)
             load_pids = [procs.sandbox.pid, os.getpid()]
             peaks = [
@@ -297,8 +314,8 @@ async def bench(args: argparse.Namespace, cores: Cores, logs: Path) -> Results:
                 await peak_run(args, gw_session, gateway, procs.gateway.pid, load_pids),
             ]
             memory_peak = services.memory(procs.gateway.pid)
-        if not args.no_reference:
-            peaks.append(await reference_peak(args, procs, cores, logs))
+            if hop is not None and procs.hop is not None:
+                peaks.append(await peak_run(args, hop_session, hop, procs.hop.pid, load_pids))
         gateway_cores = services.affinity(procs.gateway.pid)
         return Results(steps, peaks, memory_start, memory_open, memory_peak, gateway_cores)
 
@@ -358,13 +375,14 @@ def checks(results: Results) -> list[Check]:
             found.append(Check(name, "rate not run", None))
         else:
             value = added(step, q)
-            found.append(Check(name, f"{ms(value)} ms", value < limit))
+            floor = f" (bare hop: {ms(hop_added(step, q))} ms)" if step.hop is not None else ""
+            found.append(Check(name, f"{ms(value)} ms{floor}", value < limit))
     rss = max(results.memory_open.rss_mib, results.memory_peak.rss_mib)
     found.append(
         Check(f"gateway RSS < {TARGET_RSS_MIB:g} MiB", f"{rss:.1f} MiB", rss < TARGET_RSS_MIB)
     )
     by_name = {run.target: run.samples.throughput for run in results.peaks}
-    gateway_peak, hop_peak = by_name.get("gateway", 0.0), by_name.get("bare Litestar hop")
+    gateway_peak, hop_peak = by_name.get("gateway", 0.0), by_name.get(HOP)
     name = f"gateway peak >= {TARGET_PEAK_SHARE:.0%} of bare Litestar hop"
     if hop_peak:
         share = gateway_peak / hop_peak
@@ -375,6 +393,16 @@ def checks(results: Results) -> list[Check]:
                 share >= TARGET_PEAK_SHARE,
             )
         )
+    else:
+        found.append(Check(name, "reference not run", None))
+    runs = {run.target: run for run in results.peaks}
+    gw_cpu = cpu_per_request_s(runs["gateway"]) if "gateway" in runs else None
+    hop_cpu = cpu_per_request_s(runs[HOP]) if HOP in runs else None
+    name = f"gateway CPU/request within {1 - TARGET_PEAK_SHARE:.0%} of bare hop's"
+    if gw_cpu and hop_cpu:
+        share = hop_cpu / gw_cpu
+        measured = f"{share:.0%} ({ms(gw_cpu)} vs {ms(hop_cpu)} ms)"
+        found.append(Check(name, measured, share >= TARGET_PEAK_SHARE))
     else:
         found.append(Check(name, "reference not run", None))
     return found
@@ -392,7 +420,7 @@ def render(args: argparse.Namespace, cores: Cores, results: Results) -> str:
         "Open loop (latency from each request's intended send time)",
         open_loop_table(results.steps),
         "",
-        "Added by the gateway (gateway minus baseline at the same percentile)",
+        "Added by the gateway and by the bare hop (minus baseline at the same percentile)",
         overhead_table(results.steps),
         "",
         f"Peak throughput (closed loop, {args.concurrency} workers, {args.peak_duration:g} s; "
@@ -406,7 +434,7 @@ def render(args: argparse.Namespace, cores: Cores, results: Results) -> str:
         "",
         checks_table(checks(results)),
         "",
-        noise_note([run for s in results.steps for run in (s.baseline, s.gateway)] + results.peaks),
+        noise_note([run for s in results.steps for run in s.runs] + results.peaks),
     ]
     return "\n".join(sections)
 
@@ -440,10 +468,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _estimate_s(args: argparse.Namespace) -> float:
-    steps = len(args.rate_list) * 2 * (args.duration + args.pause)
-    peaks = (2 if args.no_reference else 3) * args.peak_duration
-    reference = 0.0 if args.no_reference else float(args.warmup) + 3
-    return float(8 + 2 * args.warmup + steps + peaks + reference)
+    targets = 2 if args.no_reference else 3
+    steps = len(args.rate_list) * targets * (args.duration + args.pause)
+    peaks = targets * args.peak_duration
+    return float(8 + targets * args.warmup + steps + peaks)
 
 
 if __name__ == "__main__":

@@ -26,6 +26,11 @@ class OpenStep:
     rate: float
     baseline: Run
     gateway: Run
+    hop: Run | None = None  # the bare Litestar hop at the same rate, if it ran
+
+    @property
+    def runs(self) -> tuple[Run, ...]:
+        return (self.baseline, self.gateway) + ((self.hop,) if self.hop else ())
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +48,8 @@ def ms(seconds: float | None) -> str:
     return f"{seconds * 1000:.2f}"
 
 
+# Below this share of a core, the process on the service core was idle, not measured.
+IDLE_SERVICE_CPU = 0.05
 # Other processes using more than this share of a core during a step make it untrustworthy.
 NOISY_OTHER_CPU = 0.10
 
@@ -100,7 +107,7 @@ def open_loop_table(steps: Sequence[OpenStep]) -> str:
     headers += ["max ms", "send-lag p99 ms", "svc CPU", "load CPU", "other CPU"]
     rows = []
     for step in steps:
-        for run in (step.baseline, step.gateway):
+        for run in step.runs:
             s = run.samples
             rows.append(
                 [
@@ -128,10 +135,19 @@ def added(step: OpenStep, q: float) -> float:
     )
 
 
+def hop_added(step: OpenStep, q: float) -> float | None:
+    """Bare hop minus baseline: the floor the gateway's added latency is compared with."""
+    if step.hop is None:
+        return None
+    return percentile(step.hop.samples.latencies_s, q) - percentile(
+        step.baseline.samples.latencies_s, q
+    )
+
+
 def overhead_table(steps: Sequence[OpenStep]) -> str:
-    """The added latency per rate, next to what the gateway says it spent itself."""
+    """The added latency per rate, next to the bare hop's and what the gateway says it spent."""
     headers = ["rate/s", "base p50", "base p99", "gw p50", "gw p99", "added p50", "added p99"]
-    headers += ["gw self-reported overhead mean"]
+    headers += ["hop added p50", "hop added p99", "gw self-reported overhead mean"]
     rows = []
     for step in steps:
         base, gw = step.baseline.samples, step.gateway.samples
@@ -144,15 +160,25 @@ def overhead_table(steps: Sequence[OpenStep]) -> str:
                 ms(percentile(gw.latencies_s, 0.99)),
                 ms(added(step, 0.50)),
                 ms(added(step, 0.99)),
+                ms(hop_added(step, 0.50)),
+                ms(hop_added(step, 0.99)),
                 ms(step.gateway.overhead_mean_s),
             ]
         )
     return table(headers, rows) + "\n(all in ms)"
 
 
+def cpu_per_request_s(run: Run) -> float | None:
+    """CPU seconds the service spent per answered request: its efficiency, which unlike
+    requests/s does not depend on whether the load side could saturate it."""
+    if run.service_cpu < IDLE_SERVICE_CPU or run.samples.throughput <= 0:
+        return None  # the baseline's step: the service core's process was not the target
+    return run.service_cpu / run.samples.throughput
+
+
 def peak_table(runs: Sequence[Run]) -> str:
     headers = ["target", "requests/s", "ok", "errors", "p50 ms", "p99 ms", "svc CPU"]
-    headers += ["load CPU", "other CPU"]
+    headers += ["svc CPU ms/req", "load CPU", "other CPU"]
     rows = [
         [
             run.target,
@@ -162,6 +188,7 @@ def peak_table(runs: Sequence[Run]) -> str:
             ms(percentile(run.samples.latencies_s, 0.50)),
             ms(percentile(run.samples.latencies_s, 0.99)),
             pct(run.service_cpu),
+            ms(cpu_per_request_s(run)),
             pct(run.load_core_cpu),
             other(run),
         ]
