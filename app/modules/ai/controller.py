@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import AsyncIterator
 
@@ -22,6 +23,7 @@ from app.core.problems import openai_error_response, openai_error_responses, pro
 from app.core.settings import Settings
 from app.modules.ai.budget import BudgetGuard
 from app.modules.ai.domain import AIResponse, CallContext
+from app.modules.ai.errors import ProviderError
 from app.modules.ai.health import HealthService, HealthStatus
 from app.modules.ai.requests import chat_request, completion_request
 from app.modules.ai.schemas import (
@@ -43,6 +45,7 @@ from app.modules.ai.schemas import (
     UsageOut,
 )
 from app.modules.ai.service import UnifiedAIService
+from app.modules.ai.streaming import AIStream
 from app.modules.ai.usage import UsageLedger
 
 
@@ -101,7 +104,14 @@ class AIController(Controller):
     @post(
         "/chat/completions",
         status_code=HTTP_200_OK,
-        responses=openai_error_responses(400, 401, 404, 429, 503, 504),
+        responses={
+            HTTP_200_OK: ResponseSpec(
+                ChatCompletionOut,
+                description="The completion; with stream: true, chat.completion.chunk events "
+                "as text/event-stream",
+            ),
+            **openai_error_responses(400, 401, 404, 429, 503, 504),
+        },
         exception_handlers={
             GatewayError: openai_error_response,
             ValidationException: openai_error_response,
@@ -114,13 +124,23 @@ class AIController(Controller):
         service: FromDishka[UnifiedAIService],
         settings: FromDishka[Settings],
         caller: FromDishka[Caller],
-    ) -> ChatCompletionOut | Stream:
-        """OpenAI-compatible Chat Completions; `stream: true` is answered as SSE once the
-        upstream answer is complete (one content chunk, then the finish and usage chunks)."""
-        response = await service.complete(
-            chat_request(data, settings),
-            context=CallContext(caller=caller.id, service_name="chat-completions"),
-        )
+    ) -> Response[ChatCompletionOut] | Stream:
+        """OpenAI-compatible Chat Completions. With `stream: true` the answer is passed on as
+        Server-Sent Events while the upstream produces it; every failure before its first text
+        fails over and is answered like a non-streamed request's."""
+        request = chat_request(data, settings)
+        context = CallContext(caller=caller.id, service_name="chat-completions")
+        if data.stream:
+            include_usage = bool(data.stream_options and data.stream_options.include_usage)
+            stream = await service.stream(request, context=context)
+            return Stream(
+                _live_sse(stream, include_usage),
+                media_type="text/event-stream",
+                headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
+            )
+        response = await service.complete(request, context=context)
+        # Annotated as Response, not the model: Litestar lets a handler's JSON media type
+        # override a Stream's own, and an event stream must say it is one.
         completion = ChatCompletionOut(
             id=f"chatcmpl-{random_hex()}",
             created=int(time.time()),
@@ -136,14 +156,7 @@ class AIController(Controller):
             provider=response.provider.value,
             cost_usd=response.cost_usd,
         )
-        if data.stream:
-            include_usage = bool(data.stream_options and data.stream_options.include_usage)
-            return Stream(
-                _sse_chunks(completion, include_usage),
-                media_type="text/event-stream",
-                headers={"cache-control": "no-cache"},
-            )
-        return completion
+        return Response(completion)
 
     @get("/usage", responses=problem_responses(401, 429))
     @inject
@@ -166,33 +179,53 @@ class AIController(Controller):
         return BudgetsOut(budgets=[BudgetOut(**line) for line in budget.snapshot()])
 
 
-async def _sse_chunks(completion: ChatCompletionOut, include_usage: bool) -> AsyncIterator[bytes]:
+async def _live_sse(stream: AIStream, include_usage: bool) -> AsyncIterator[bytes]:
+    """chat.completion.chunk events as OpenAI sends them: the role with the first text, one
+    event per upstream piece, the finish reason, the usage if asked, then [DONE]. A fault
+    after the first text ends the stream with an error event, which the SDKs raise."""
     base = {
-        "id": completion.id,
+        "id": f"chatcmpl-{random_hex()}",
         "object": "chat.completion.chunk",
-        "created": completion.created,
-        "model": completion.model,
+        "created": int(time.time()),
+        "model": stream.model,
+        "provider": stream.provider.value,
     }
-    content = completion.choices[0].message.content
-    finish = completion.choices[0].finish_reason
-    events: list[dict[str, object]] = [
-        base
-        | {
-            "choices": [
-                {
-                    "index": 0,
-                    "delta": {"role": "assistant", "content": content},
-                    "finish_reason": None,
-                }
-            ]
-        },
-        base | {"choices": [{"index": 0, "delta": {}, "finish_reason": finish}]},
-    ]
+    delta: dict[str, str] = {"role": "assistant"}
+    async with contextlib.aclosing(stream.texts()) as texts:
+        try:
+            async for text in texts:
+                yield _sse(base | _choice(delta | {"content": text}, None))
+                delta = {}
+        except ProviderError as error:
+            yield _sse({"error": _stream_error(error)})
+            return
+    yield _sse(base | _choice({}, stream.finish_reason or "stop"))
     if include_usage:
-        events.append(base | {"choices": [], "usage": completion.usage.model_dump()})
-    for event in events:
-        yield b"data: " + msgspec.json.encode(event) + b"\n\n"
+        prompt, completion = stream.booked_usage
+        usage = {
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "total_tokens": prompt + completion,
+        }
+        yield _sse(base | {"choices": [], "usage": usage})
     yield b"data: [DONE]\n\n"
+
+
+def _choice(delta: dict[str, str], finish: str | None) -> dict[str, object]:
+    return {"choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+
+
+def _sse(event: dict[str, object]) -> bytes:
+    return b"data: " + msgspec.json.encode(event) + b"\n\n"
+
+
+def _stream_error(error: ProviderError) -> dict[str, object]:
+    """OpenAI's error object; the message names the failure kind, never upstream text."""
+    return {
+        "message": f"the upstream stream failed after it started: {error.kind.value}",
+        "type": "server_error",
+        "code": error.kind.value,
+    }
 
 
 class HealthController(Controller):

@@ -7,11 +7,12 @@ guarded provider call -> budget settle -> ledger rows for every upstream attempt
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Protocol, TypeVar
 
 from app.core.clock import Clock
 from app.core.ids import random_hex
 from app.core.settings import ModelPrice, ProviderName, Settings
-from app.modules.ai.budget import Blocked, BudgetGuard
+from app.modules.ai.budget import Blocked, BudgetGuard, Reservation
 from app.modules.ai.cache import ResponseCache
 from app.modules.ai.domain import (
     AIResponse,
@@ -33,9 +34,11 @@ from app.modules.ai.errors import (
 from app.modules.ai.metrics import AIMetrics
 from app.modules.ai.overhead import add_upstream_wait
 from app.modules.ai.pricing import TOKENS_PER_PRICE_UNIT, PriceTable
+from app.modules.ai.providers.tokens import estimate_tokens
 from app.modules.ai.resilience import GuardedProvider, ProviderSkipped
 from app.modules.ai.resilience.guard import ProviderGuards
 from app.modules.ai.routing import ALIASES, Route, Router
+from app.modules.ai.streaming import STREAM_CANCELLED, AIStream, StreamResult, estimate_chars
 from app.modules.ai.usage import UsageLedger, UsageRow
 
 # When a provider failed with no hint of when it recovers, callers may come back after this.
@@ -53,6 +56,24 @@ class ProviderVerdict:
     reason: str
     retry_after_s: float | None
     budget_blocked: bool = False
+
+
+R = TypeVar("R")
+R_co = TypeVar("R_co", covariant=True)
+
+
+class _Way(Protocol[R_co]):
+    """How one model is asked: for a whole answer or for a stream."""
+
+    async def __call__(
+        self,
+        guard: GuardedProvider,
+        model: str,
+        call: _Call,
+        attempts: list[Attempt],
+        may_retry: bool,
+        reservation: Reservation,
+    ) -> R_co: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,35 +125,67 @@ class UnifiedAIService:
 
         Raises UnknownModel, UpstreamRejected, ModelNotFound, BudgetExceeded,
         AllProvidersFailed or DeadlineExceeded (all GatewayError, mapped to problem+json)."""
+        call = self._new_call(request, context, deadline_s)
+        plan = self._router.plan(request.model, request.strategy)  # 400 before anything else
+        response, hit = await self._cache.get_or_compute(request, lambda: self._call(plan, call))
+        if not hit:
+            return response
+        latency_ms = (self._clock.monotonic() - call.started) * 1000
+        self._ledger.record([self._cache_row(call, response, latency_ms)])
+        return replace(response, cached=True, cost_usd=0.0, latency_ms=latency_ms, attempts=())
+
+    async def stream(
+        self,
+        request: CompletionRequest,
+        *,
+        context: CallContext | None = None,
+        deadline_s: float | None = None,
+    ) -> AIStream:
+        """The answer of the first provider that can give one, as a stream of text.
+
+        Returned once the first text is in hand, so every failure up to then fails over (and
+        raises) exactly as in `complete`. Streams are not cached. The attempt, budget and ledger
+        are settled when the caller's iteration of `texts()` ends, however it ends."""
+        call = self._new_call(request, context, deadline_s)
+        plan = self._router.plan(request.model, request.strategy)
+        attempts: list[Attempt] = []
+        try:
+            return await self._walk(plan, call, attempts, self._open_stream)
+        except BaseException:
+            self._record_call(call, attempts)
+            raise
+
+    def _new_call(
+        self, request: CompletionRequest, context: CallContext | None, deadline_s: float | None
+    ) -> _Call:
         started = self._clock.monotonic()
         limit = self._settings.ai_request_deadline_s
         context = context or CallContext()
-        call = _Call(
+        return _Call(
             request=request,
             context=context,
             request_id=context.request_id or random_hex(),
             started=started,
             deadline=started + (min(deadline_s, limit) if deadline_s else limit),
         )
-        plan = self._router.plan(request.model, request.strategy)  # 400 before anything else
-        response, hit = await self._cache.get_or_compute(request, lambda: self._call(plan, call))
-        if not hit:
-            return response
-        latency_ms = (self._clock.monotonic() - started) * 1000
-        self._ledger.record([self._cache_row(call, response, latency_ms)])
-        return replace(response, cached=True, cost_usd=0.0, latency_ms=latency_ms, attempts=())
+
+    def _record_call(self, call: _Call, attempts: list[Attempt]) -> None:
+        """Ledger rows for every attempt, and their time as the request's upstream wait."""
+        add_upstream_wait(sum(a.latency_ms for a in attempts) / 1000)
+        self._ledger.record(self._rows(call, attempts))
 
     async def _call(self, plan: list[Route], call: _Call) -> AIResponse:
         attempts: list[Attempt] = []
         try:
-            response = await self._walk(plan, call, attempts)
+            response = await self._walk(plan, call, attempts, self._complete)
         finally:
-            add_upstream_wait(sum(a.latency_ms for a in attempts) / 1000)
             total_ms = (self._clock.monotonic() - call.started) * 1000
-            self._ledger.record(self._rows(call, attempts))
+            self._record_call(call, attempts)
         return replace(response, latency_ms=total_ms, attempts=tuple(attempts))
 
-    async def _walk(self, plan: list[Route], call: _Call, attempts: list[Attempt]) -> AIResponse:
+    async def _walk(
+        self, plan: list[Route], call: _Call, attempts: list[Attempt], way: _Way[R]
+    ) -> R:
         verdicts: list[ProviderVerdict] = []
         failed_from: ProviderName | None = None
         for index, route in enumerate(plan):
@@ -151,8 +204,8 @@ class UnifiedAIService:
                 (g := self._guards.get(r.provider)) is not None and g.available()
                 for r in plan[index + 1 :]
             )
-            outcome = await self._try_provider(guard, route.models, call, attempts, may_retry)
-            if isinstance(outcome, AIResponse):
+            outcome = await self._try_provider(guard, route.models, call, attempts, may_retry, way)
+            if not isinstance(outcome, ProviderVerdict):
                 return outcome
             verdicts.append(outcome)
             failed_from = route.provider
@@ -200,7 +253,8 @@ class UnifiedAIService:
         call: _Call,
         attempts: list[Attempt],
         may_retry: bool,
-    ) -> AIResponse | ProviderVerdict:
+        way: _Way[R],
+    ) -> R | ProviderVerdict:
         """Walk one provider's model chain: rate limits, missing models and budgets move to the
         next model, faults of the provider itself move on to the next provider."""
         verdict = ProviderVerdict(guard.name, "no model tried", None)
@@ -216,14 +270,8 @@ class UnifiedAIService:
                     budget_blocked=True,
                 )
                 continue
-            cost = 0.0
             try:
-                reply = await guard.complete(
-                    call.request, model, call.deadline, attempts, may_retry=may_retry
-                )
-                cost = self._prices.cost(
-                    guard.name, model, reply.prompt_tokens, reply.completion_tokens
-                )
+                return await way(guard, model, call, attempts, may_retry, reservation)
             except ProviderSkipped as skip:
                 attempts.append(Attempt(guard.name, model, AttemptOutcome.SKIPPED, skip.reason))
                 return ProviderVerdict(
@@ -243,22 +291,104 @@ class UnifiedAIService:
                 if error.kind in (FailureKind.RATE_LIMITED, FailureKind.NOT_FOUND):
                     continue
                 return verdict
-            finally:
-                self._budget.settle(reservation, cost)
-            attempts[-1] = replace(attempts[-1], cost_usd=cost)
-            self._metrics.usage(
-                guard.name.value, model, reply.prompt_tokens, reply.completion_tokens, cost
-            )
-            return AIResponse(
-                content=reply.content,
-                provider=guard.name,
-                model=reply.model,
-                usage=Usage(reply.prompt_tokens, reply.completion_tokens),
-                cost_usd=cost,
-                latency_ms=0.0,
-                finish_reason=reply.finish_reason,
-            )
         return verdict
+
+    async def _complete(
+        self,
+        guard: GuardedProvider,
+        model: str,
+        call: _Call,
+        attempts: list[Attempt],
+        may_retry: bool,
+        reservation: Reservation,
+    ) -> AIResponse:
+        """One model's whole answer; the reservation is settled whatever happens."""
+        cost = 0.0
+        try:
+            reply = await guard.complete(
+                call.request, model, call.deadline, attempts, may_retry=may_retry
+            )
+            cost = self._prices.cost(
+                guard.name, model, reply.prompt_tokens, reply.completion_tokens
+            )
+        finally:
+            self._budget.settle(reservation, cost)
+        attempts[-1] = replace(attempts[-1], cost_usd=cost)
+        self._metrics.usage(
+            guard.name.value, model, reply.prompt_tokens, reply.completion_tokens, cost
+        )
+        return AIResponse(
+            content=reply.content,
+            provider=guard.name,
+            model=reply.model,
+            usage=Usage(reply.prompt_tokens, reply.completion_tokens),
+            cost_usd=cost,
+            latency_ms=0.0,
+            finish_reason=reply.finish_reason,
+        )
+
+    async def _open_stream(
+        self,
+        guard: GuardedProvider,
+        model: str,
+        call: _Call,
+        attempts: list[Attempt],
+        may_retry: bool,
+        reservation: Reservation,
+    ) -> AIStream:
+        """One model's answer, opened; the reservation stays held until the stream ends."""
+        opened_at = self._clock.monotonic()
+        try:
+            stream = await guard.open_stream(
+                call.request, model, call.deadline, attempts, may_retry=may_retry
+            )
+        except BaseException:
+            self._budget.settle(reservation, 0.0)
+            raise
+
+        def end(result: StreamResult) -> tuple[int, int]:
+            return self._end_stream(guard, model, call, attempts, reservation, result)
+
+        return AIStream(stream, guard.name, call.deadline, self._clock, opened_at, end)
+
+    def _end_stream(
+        self,
+        guard: GuardedProvider,
+        model: str,
+        call: _Call,
+        attempts: list[Attempt],
+        reservation: Reservation,
+        result: StreamResult,
+    ) -> tuple[int, int]:
+        """Book a finished stream: the upstream's own token counts when it sent them (a
+        stream cut short is billed for what was generated), the real cost, the attempt row."""
+        prompt, completion = result.usage or (
+            estimate_tokens(call.request.messages),
+            estimate_chars(result.chars),
+        )
+        cost = self._prices.cost(guard.name, model, prompt, completion)
+        self._budget.settle(reservation, cost)
+        error = result.error
+        guard.finish_stream(model, result.elapsed_s, error, cancelled=result.cancelled)
+        self._metrics.usage(guard.name.value, model, prompt, completion, cost)
+        kind = error.kind.value if error else (STREAM_CANCELLED if result.cancelled else None)
+        attempts.append(
+            Attempt(
+                guard.name,
+                model,
+                AttemptOutcome.ERROR if kind else AttemptOutcome.SUCCESS,
+                kind,
+                latency_ms=result.elapsed_s * 1000,
+                status_code=200,
+                endpoint=guard.adapter.endpoint,
+                prompt_tokens=prompt,
+                completion_tokens=completion,
+                cost_usd=cost,
+                error_message=error.message if error else None,
+            )
+        )
+        self._record_call(call, attempts)
+        return prompt, completion
 
     def _worst_case_usd(self, request: CompletionRequest, price: ModelPrice | None) -> float:
         """An upper bound of the call's cost: every UTF-8 byte of the prompt as a token (no

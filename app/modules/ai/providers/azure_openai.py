@@ -7,7 +7,14 @@ from app.core.settings import ProviderName
 from app.modules.ai.domain import CompletionRequest, ProviderReply
 from app.modules.ai.providers.base import encode_json, send
 from app.modules.ai.providers.keys import ApiKey
-from app.modules.ai.providers.openai_compatible import chat_payload, parse_chat_reply, status_error
+from app.modules.ai.providers.openai_compatible import (
+    chat_payload,
+    parse_chat_chunk,
+    parse_chat_reply,
+    status_error,
+    stream_payload,
+)
+from app.modules.ai.providers.streaming import ProviderStream, open_stream
 
 
 class AzureOpenAIAdapter:
@@ -33,6 +40,22 @@ class AzureOpenAIAdapter:
             content=encode_json(chat_payload(request, None)),
         )
         return parse_chat_reply(response, body, request, model)
+
+    async def stream(self, request: CompletionRequest, model: str, key: ApiKey) -> ProviderStream:
+        return await open_stream(
+            self._client,
+            f"openai/deployments/{model}/chat/completions",
+            headers={
+                "api-key": key.secret,
+                "content-type": "application/json",
+                "accept": "text/event-stream",
+            },
+            params=self._params,
+            content=encode_json(stream_payload(request, None)),
+            parse=parse_chat_chunk,
+            model=model,
+            status_error=status_error,
+        )
 
     async def ping(self, key: ApiKey) -> None:
         response, body = await send(

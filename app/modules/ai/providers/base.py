@@ -9,8 +9,8 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import time
-from collections.abc import Mapping
-from typing import Any, Protocol
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, Protocol
 
 import aiohttp
 import httpx
@@ -22,6 +22,9 @@ from app.modules.ai.domain import CompletionRequest, ProviderReply
 from app.modules.ai.errors import FailureKind, ProviderError
 from app.modules.ai.providers.keys import ApiKey
 
+if TYPE_CHECKING:
+    from app.modules.ai.providers.streaming import ProviderStream
+
 _JSON_DECODER = msgspec.json.Decoder()
 _JSON_ENCODER = msgspec.json.Encoder()
 
@@ -32,6 +35,10 @@ class ProviderAdapter(Protocol):
 
     async def complete(self, request: CompletionRequest, model: str, key: ApiKey) -> ProviderReply:
         """One completion. Raises ProviderError on any failure."""
+        ...
+
+    async def stream(self, request: CompletionRequest, model: str, key: ApiKey) -> ProviderStream:
+        """One completion as an opened stream (first text read). Raises ProviderError."""
         ...
 
     async def ping(self, key: ApiKey) -> None:
@@ -69,6 +76,42 @@ async def send(
     except aiohttp.ClientError as exc:  # raised raw while streaming in some aiohttp paths
         raise ProviderError(FailureKind.CONNECTION, type(exc).__name__) from exc
     return response, body
+
+
+async def send_streaming(
+    client: UpstreamClient,
+    path: str,
+    *,
+    headers: Mapping[str, str],
+    content: bytes,
+    status_error: Callable[[httpx.Response, bytes], ProviderError],
+    params: Mapping[str, str] | None = None,
+) -> httpx.Response:
+    """POST and return a 2xx event-stream response with its body unread; the caller closes
+    it. Any other answer is read (capped), closed and raised as a classified ProviderError."""
+    request = client.build("POST", path, headers=headers, content=content, params=params)
+    try:
+        response = await client.dispatch(request)
+    except httpx.HTTPError as exc:
+        raise classify_transport_error(exc) from exc
+    except aiohttp.ClientError as exc:
+        raise ProviderError(FailureKind.CONNECTION, type(exc).__name__) from exc
+    content_type = response.headers.get("content-type", "")
+    if response.status_code < 300 and content_type.startswith("text/event-stream"):
+        return response
+    try:
+        body = await read_capped(response)
+    except (BodyTooLarge, httpx.HTTPError, aiohttp.ClientError):
+        body = b""
+    finally:
+        await response.aclose()
+    if response.status_code >= 300:
+        raise status_error(response, body)
+    raise ProviderError(
+        FailureKind.BAD_RESPONSE,
+        f"expected an event stream, got {content_type.split(';')[0] or 'no content type'}",
+        status_code=response.status_code,
+    )
 
 
 def classify_transport_error(exc: httpx.HTTPError) -> ProviderError:

@@ -22,8 +22,10 @@ from app.modules.ai.providers.base import (
     send,
 )
 from app.modules.ai.providers.keys import ApiKey
+from app.modules.ai.providers.streaming import ProviderStream, StreamPiece, open_stream
 from app.modules.ai.providers.tokens import estimate_tokens
 
+_SSE = {"alt": "sse"}  # streamGenerateContent as Server-Sent Events, not one JSON array
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)s$")
 
 
@@ -107,6 +109,22 @@ class GeminiAdapter:
         require_json_content_type(response)
         return _parse_reply(decode_json(body), request, model)
 
+    async def stream(self, request: CompletionRequest, model: str, key: ApiKey) -> ProviderStream:
+        return await open_stream(
+            self._client,
+            f"v1beta/models/{model}:streamGenerateContent",
+            headers={
+                "x-goog-api-key": key.secret,
+                "content-type": "application/json",
+                "accept": "text/event-stream",
+            },
+            params=_SSE,
+            content=encode_json(gemini_payload(request)),
+            parse=_parse_stream_event,
+            model=model,
+            status_error=_status_error,
+        )
+
     async def ping(self, key: ApiKey) -> None:
         response, body = await send(
             self._client, "GET", "v1beta/models", headers={"x-goog-api-key": key.secret}
@@ -143,3 +161,30 @@ def _parse_reply(data: Any, request: CompletionRequest, model: str) -> ProviderR
         completion_tokens=completion_tokens,
         finish_reason=str(candidate.get("finishReason", "")).lower() or None,
     )
+
+
+def _parse_stream_event(data: Any) -> StreamPiece:
+    """One GenerateContentResponse of a stream; usageMetadata is cumulative, the last wins."""
+    if not isinstance(data, dict):
+        raise ProviderError(FailureKind.BAD_RESPONSE, "stream event is not a JSON object")
+    if isinstance(data.get("error"), dict):
+        code = error_code(data)
+        raise ProviderError(FailureKind.UPSTREAM_ERROR, "error event in the stream", code=code)
+    text, finish = "", None
+    candidates = data.get("candidates")
+    if isinstance(candidates, list) and candidates and isinstance(candidates[0], dict):
+        candidate = candidates[0]
+        content = candidate.get("content")
+        parts = content.get("parts") if isinstance(content, dict) else None
+        if isinstance(parts, list):
+            text = "".join(str(p.get("text", "")) for p in parts if isinstance(p, dict))
+        finish = str(candidate.get("finishReason", "")).lower() or None
+    usage = data.get("usageMetadata")
+    counts = None
+    if isinstance(usage, dict) and "promptTokenCount" in usage:
+        counts = (
+            nonnegative_int(usage.get("promptTokenCount")),
+            nonnegative_int(usage.get("candidatesTokenCount", 0)),
+        )
+    model = data.get("modelVersion")
+    return StreamPiece(text, finish, counts, model if isinstance(model, str) and model else None)

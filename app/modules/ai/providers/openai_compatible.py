@@ -22,6 +22,7 @@ from app.modules.ai.providers.base import (
     send,
 )
 from app.modules.ai.providers.keys import ApiKey
+from app.modules.ai.providers.streaming import ProviderStream, StreamPiece, open_stream
 from app.modules.ai.providers.tokens import estimate_tokens
 
 
@@ -71,6 +72,40 @@ def parse_chat_reply(
     )
 
 
+def stream_payload(request: CompletionRequest, model: str | None) -> dict[str, Any]:
+    """The same request, streamed, with the usage chunk at the end (real token counts)."""
+    return chat_payload(request, model) | {
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+
+
+def parse_chat_chunk(data: Any) -> StreamPiece:
+    """One chat.completion.chunk: a text delta, a finish reason, or the final usage."""
+    if not isinstance(data, dict):
+        raise ProviderError(FailureKind.BAD_RESPONSE, "stream event is not a JSON object")
+    if isinstance(data.get("error"), dict):
+        code = error_code(data)
+        raise ProviderError(FailureKind.UPSTREAM_ERROR, "error event in the stream", code=code)
+    text, finish = "", None
+    choices = data.get("choices")
+    if isinstance(choices, list) and choices and isinstance(choices[0], dict):
+        delta = choices[0].get("delta")
+        if isinstance(delta, dict) and isinstance(delta.get("content"), str):
+            text = delta["content"]
+        reason = choices[0].get("finish_reason")
+        finish = reason if isinstance(reason, str) else None
+    usage = data.get("usage")
+    counts = None
+    if isinstance(usage, dict):
+        counts = (
+            nonnegative_int(usage.get("prompt_tokens")),
+            nonnegative_int(usage.get("completion_tokens")),
+        )
+    model = data.get("model")
+    return StreamPiece(text, finish, counts, model if isinstance(model, str) and model else None)
+
+
 def status_error(response: httpx.Response, body: bytes) -> ProviderError:
     try:
         payload = decode_json(body)
@@ -106,6 +141,21 @@ class OpenAICompatibleAdapter:
             content=encode_json(chat_payload(request, model)),
         )
         return parse_chat_reply(response, body, request, model)
+
+    async def stream(self, request: CompletionRequest, model: str, key: ApiKey) -> ProviderStream:
+        return await open_stream(
+            self._client,
+            "chat/completions",
+            headers={
+                "authorization": f"Bearer {key.secret}",
+                "content-type": "application/json",
+                "accept": "text/event-stream",
+            },
+            content=encode_json(stream_payload(request, model)),
+            parse=parse_chat_chunk,
+            model=model,
+            status_error=status_error,
+        )
 
     async def ping(self, key: ApiKey) -> None:
         response, body = await send(

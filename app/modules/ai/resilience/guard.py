@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import random
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Protocol, TypeVar
 
 from app.core.clock import Clock
 from app.core.resilience.breaker import AsyncCircuitBreaker, Ticket
@@ -23,6 +25,7 @@ from app.modules.ai.domain import Attempt, AttemptOutcome, CompletionRequest, Pr
 from app.modules.ai.errors import FailureKind, ProviderError
 from app.modules.ai.metrics import AIMetrics
 from app.modules.ai.providers import ApiKey, KeyPool, ProviderAdapter
+from app.modules.ai.providers.streaming import ProviderStream
 from app.modules.ai.providers.tokens import estimate_tokens
 from app.modules.ai.resilience.retry import BackoffPolicy, RetryBudget
 from app.modules.ai.resilience.timeout import TimeoutPolicy
@@ -32,6 +35,21 @@ from app.modules.ai.stats import ProviderStats
 DEFAULT_RATE_LIMIT_REST_S = 60.0
 # Output tokens assumed for rate limiting when the caller set no max_tokens.
 DEFAULT_COMPLETION_TOKENS = 256
+
+
+T = TypeVar("T")
+T_co = TypeVar("T_co", covariant=True)
+
+
+class _AttemptFn(Protocol[T_co]):
+    async def __call__(
+        self,
+        request: CompletionRequest,
+        model: str,
+        deadline: float,
+        attempts: list[Attempt],
+        tokens: int,
+    ) -> T_co: ...
 
 
 class ProviderSkipped(Exception):
@@ -112,6 +130,51 @@ class GuardedProvider:
         may_retry: bool = False,
     ) -> ProviderReply:
         """One model's answer, or ProviderSkipped / a classified ProviderError."""
+        return await self._with_retries(
+            request, model, deadline, may_retry, attempts, self._attempt
+        )
+
+    async def open_stream(
+        self,
+        request: CompletionRequest,
+        model: str,
+        deadline: float,
+        attempts: list[Attempt],
+        *,
+        may_retry: bool = False,
+    ) -> ProviderStream:
+        """One model's answer as an opened stream: keys, breaker, retries and the adaptive
+        timeout as for `complete`, the timeout bounding the time to the first text. The caller
+        books the attempt with `finish_stream` when the stream ends."""
+        return await self._with_retries(request, model, deadline, may_retry, attempts, self._open)
+
+    def finish_stream(
+        self, model: str, elapsed: float, error: ProviderError | None, *, cancelled: bool = False
+    ) -> None:
+        """Book a stream that was opened. Its breaker ticket was settled at the first text:
+        a fault after it shows in health and metrics, not in the breaker. A whole stream's
+        time joins the adaptive timeout's window: longer than a time to first text, so the
+        timeout can only grow more lenient, never cut a normal call short."""
+        if cancelled:
+            self._metrics.attempt(self.name.value, model, "cancelled", elapsed)
+            return
+        if error is None:
+            self.stats.record(elapsed, ok=True)
+            self._metrics.attempt(self.name.value, model, "success", elapsed)
+            return
+        if error.kind.is_provider_fault:
+            self.stats.record(elapsed, ok=False)
+        self._metrics.attempt(self.name.value, model, error.kind.value, elapsed)
+
+    async def _with_retries(
+        self,
+        request: CompletionRequest,
+        model: str,
+        deadline: float,
+        may_retry: bool,
+        attempts: list[Attempt],
+        attempt: _AttemptFn[T],
+    ) -> T:
         tokens = estimate_tokens(request.messages) + (
             request.max_tokens or DEFAULT_COMPLETION_TOKENS
         )
@@ -119,7 +182,7 @@ class GuardedProvider:
         retries = 0
         while True:
             try:
-                return await self._attempt(request, model, deadline, attempts, tokens)
+                return await attempt(request, model, deadline, attempts, tokens)
             except ProviderError as error:
                 if error.kind is FailureKind.AUTH:
                     continue  # the refused key is retired; the next key gets its own try
@@ -151,6 +214,52 @@ class GuardedProvider:
         attempts: list[Attempt],
         tokens: int,
     ) -> ProviderReply:
+        def call(key: ApiKey) -> Awaitable[ProviderReply]:
+            return self.adapter.complete(request, model, key)
+
+        reply, ticket, elapsed = await self._guarded(call, model, deadline, attempts, tokens)
+        self.breaker.success(ticket)
+        self.stats.record(elapsed, ok=True)
+        self._metrics.attempt(self.name.value, model, "success", elapsed)
+        attempts.append(
+            Attempt(
+                self.name,
+                model,
+                AttemptOutcome.SUCCESS,
+                latency_ms=elapsed * 1000,
+                status_code=200,
+                endpoint=self.adapter.endpoint,
+                prompt_tokens=reply.prompt_tokens,
+                completion_tokens=reply.completion_tokens,
+            )
+        )
+        return reply
+
+    async def _open(
+        self,
+        request: CompletionRequest,
+        model: str,
+        deadline: float,
+        attempts: list[Attempt],
+        tokens: int,
+    ) -> ProviderStream:
+        def call(key: ApiKey) -> Awaitable[ProviderStream]:
+            return self.adapter.stream(request, model, key)
+
+        stream, ticket, _ = await self._guarded(call, model, deadline, attempts, tokens)
+        self.breaker.success(ticket)
+        return stream
+
+    async def _guarded(
+        self,
+        call: Callable[[ApiKey], Awaitable[T]],
+        model: str,
+        deadline: float,
+        attempts: list[Attempt],
+        tokens: int,
+    ) -> tuple[T, Ticket, float]:
+        """(result, breaker ticket, seconds) of one call under a key, the breaker and the
+        adaptive timeout; a failure is booked, appended to `attempts` and raised."""
         ticket = self.breaker.admit()
         if ticket is None:
             raise ProviderSkipped("circuit_open", self.breaker.open_remaining_s() or None)
@@ -166,7 +275,7 @@ class GuardedProvider:
             raise ProviderSkipped("deadline")
         try:
             async with asyncio.timeout(budget):
-                reply = await self.adapter.complete(request, model, key)
+                result = await call(key)
         except TimeoutError:
             error = ProviderError(FailureKind.TIMEOUT, f"no answer within {budget:.2f}s")
         except ProviderError as exc:
@@ -176,23 +285,7 @@ class GuardedProvider:
             self.breaker.release(ticket)
             raise
         else:
-            elapsed = self._clock.monotonic() - started
-            self.breaker.success(ticket)
-            self.stats.record(elapsed, ok=True)
-            self._metrics.attempt(self.name.value, model, "success", elapsed)
-            attempts.append(
-                Attempt(
-                    self.name,
-                    model,
-                    AttemptOutcome.SUCCESS,
-                    latency_ms=elapsed * 1000,
-                    status_code=200,
-                    endpoint=self.adapter.endpoint,
-                    prompt_tokens=reply.prompt_tokens,
-                    completion_tokens=reply.completion_tokens,
-                )
-            )
-            return reply
+            return result, ticket, self._clock.monotonic() - started
         elapsed = self._clock.monotonic() - started
         self._book_failure(error, ticket, key, model, elapsed)
         attempts.append(
