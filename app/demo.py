@@ -156,7 +156,7 @@ def run_demo() -> int:
         breaker_closed = _breaker(client, "groq")
 
         failed = client.post("/v1/ai/completions", json={"prompt": "x", "temperature": 7})
-        sdk_line = _openai_sdk(service)
+        sdk_line, sdk_ok = _openai_sdk(service, chaos)
 
         print(f"{'step':<24}{'answered by':<32}{'failed':>7}{'cost USD':>12}{'p50 ms':>9}  ok")
         ok = True
@@ -175,7 +175,7 @@ def run_demo() -> int:
         print(f"\nbad input (temperature 7) -> HTTP {failed.status_code}: {detail}")
         print(f"openai SDK via /v1/chat/completions -> {sdk_line}")
         print(f"groq circuit breaker: {breaker_open} after step 2, {breaker_closed} after step 4")
-        ok &= failed.status_code == 400
+        ok &= failed.status_code == 400 and sdk_ok
         ok &= (breaker_open, breaker_closed) == ("open", "closed")
         print()
         ok &= run_literature_demo(client, chaos)
@@ -188,13 +188,40 @@ def _breaker(client: httpx.Client, provider: str) -> str:
     return str(next(p for p in report["providers"] if p["provider"] == provider)["breaker_state"])
 
 
-def _openai_sdk(service: str) -> str:
+def _openai_sdk(service: str, chaos: httpx.Client) -> tuple[str, bool]:
+    """One answer and one stream through the official SDK; the stream must arrive in pieces,
+    its first text well before its end."""
     try:
         import openai
     except ImportError:  # the SDK is a dev dependency; the demo works without it
-        return "skipped (openai SDK not installed)"
+        return "skipped (openai SDK not installed)", True
     client = openai.OpenAI(base_url=f"{service}/v1", api_key=DEMO_CALLER_KEY, max_retries=0)
     reply = client.chat.completions.create(
         model="fast", messages=[{"role": "user", "content": "Say hello"}]
     )
-    return f"{reply.model}: {reply.choices[0].message.content!r}"
+    # Groq trickles its answer over 0.6 s: the pieces should reach us as they come.
+    chaos.put("/_chaos/groq", json={"slow_body_ms": 600}).raise_for_status()
+    started = time.monotonic()
+    first_s = None
+    pieces = []
+    stream = client.chat.completions.create(
+        model="fast",
+        messages=[{"role": "user", "content": "Stream a longer answer about CRISPR, please."}],
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    usage = None
+    for chunk in stream:
+        if chunk.choices and chunk.choices[0].delta.content:
+            first_s = time.monotonic() - started if first_s is None else first_s
+            pieces.append(chunk.choices[0].delta.content)
+        usage = chunk.usage or usage
+    total_s = time.monotonic() - started
+    chaos.post("/_chaos/reset").raise_for_status()
+    tokens = f"{usage.completion_tokens} tokens" if usage else "no usage"
+    streamed = len(pieces) > 1 and first_s is not None and first_s < total_s / 2
+    return (
+        f"{reply.model}: {reply.choices[0].message.content!r}\n"
+        f"openai SDK, stream=True -> {len(pieces)} pieces ({tokens}); first text after "
+        f"{(first_s or 0) * 1000:.0f} ms of {total_s * 1000:.0f} ms"
+    ), streamed
