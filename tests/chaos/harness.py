@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import re
 import signal
 import statistics
@@ -72,6 +73,30 @@ def parse_metrics(text: str, *names: str) -> list[tuple[str, dict[str, str], flo
         name, labels, value = match.groups()
         found.append((name, dict(_LABEL.findall(labels or "")), float(value)))
     return found
+
+
+def stream_summary(text: str) -> dict[str, Any]:
+    """A streamed answer read back: its text, who answered, and how it ended (`done` after
+    [DONE]; `stream_error` the code of an error event)."""
+    pieces: list[str] = []
+    provider: str | None = None
+    error: str | None = None
+    done = False
+    for line in text.splitlines():
+        if not line.startswith("data: "):
+            continue
+        data = line.removeprefix("data: ")
+        if data == "[DONE]":
+            done = True
+            continue
+        event = json.loads(data)
+        if isinstance(event.get("error"), dict):
+            error = str(event["error"].get("code"))
+            continue
+        provider = event.get("provider", provider)
+        for choice in event.get("choices") or []:
+            pieces.append((choice.get("delta") or {}).get("content") or "")
+    return {"content": "".join(pieces), "provider": provider, "stream_error": error, "done": done}
 
 
 def metric_total(text: str, name: str, **labels: str) -> float:
@@ -438,7 +463,9 @@ class ChaosRun:
         latency = time.monotonic() - started
         content_type = response.headers.get("content-type", "")
         data: dict[str, Any] | None = None
-        if "json" in content_type:
+        if content_type.startswith("text/event-stream"):
+            data = stream_summary(response.text)
+        elif "json" in content_type:
             with contextlib.suppress(ValueError):
                 parsed = response.json()
                 data = parsed if isinstance(parsed, dict) else None

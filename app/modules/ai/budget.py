@@ -86,6 +86,12 @@ class BudgetGuard:
             lambda: [(float(v), {"budget": k}) for k, v in self._current().spent.items()],
         )
         metrics.gauge(
+            "ai_budget_reserved_usd",
+            "",
+            "USD held per budget by calls (and streams) still in flight",
+            lambda: [(float(v), {"budget": k}) for k, v in self._current().reserved.items()],
+        )
+        metrics.gauge(
             "ai_budget_limit_usd",
             "",
             "Daily limit per budget, in USD",
