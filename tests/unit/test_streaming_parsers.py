@@ -3,15 +3,19 @@ them: anywhere, including inside a line ending."""
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator
 
 import httpx
 import pytest
 
+from app.core.clock import ManualClock
+from app.core.settings import ProviderName
 from app.modules.ai.errors import FailureKind, ProviderError
 from app.modules.ai.providers.gemini import _parse_stream_event
 from app.modules.ai.providers.openai_compatible import parse_chat_chunk
-from app.modules.ai.providers.streaming import StreamPiece, _sse_data
+from app.modules.ai.providers.streaming import ProviderStream, StreamPiece, _sse_data
+from app.modules.ai.streaming import AIStream, StreamResult
 
 WIRE = (
     b": keep-alive comment\r\n"
@@ -96,3 +100,69 @@ def test_gemini_events_text_finish_and_cumulative_usage() -> None:
     assert (last.text, last.finish_reason, last.usage) == (".", "stop", (9, 14))
     blocked = _parse_stream_event({"promptFeedback": {"blockReason": "SAFETY"}})
     assert blocked.text == ""
+
+
+# -- AIStream: each stream is booked exactly once, however it ends -------------------------
+
+OPENAI_WIRE = [
+    b'data: {"model": "m", "choices": [{"index": 0, "delta": {"role": "assistant"}}]}\n\n',
+    b'data: {"choices": [{"index": 0, "delta": {"content": "Hello "}}]}\n\n',
+    b'data: {"choices": [{"index": 0, "delta": {"content": "world"}}]}\n\n',
+    b'data: {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}\n\n',
+    b'data: {"choices": [], "usage": {"prompt_tokens": 5, "completion_tokens": 2}}\n\n',
+    b"data: [DONE]\n\n",
+]
+
+
+async def _opened(clock: ManualClock, booked: list[StreamResult]) -> AIStream:
+    stream = ProviderStream(_response(OPENAI_WIRE), parse_chat_chunk, "m", 1 << 20)
+    await stream.open()
+
+    def on_end(result: StreamResult) -> tuple[int, int]:
+        booked.append(result)
+        return result.usage or (0, 0)
+
+    start = clock.monotonic()
+    return AIStream(stream, ProviderName.OPENAI, start + 10, clock, start, on_end)
+
+
+async def test_a_stream_read_to_its_end_is_booked_once_with_the_upstream_usage() -> None:
+    clock, booked = ManualClock(), list[StreamResult]()
+    ai_stream = await _opened(clock, booked)
+    texts = [text async for text in ai_stream.texts()]
+    await ai_stream.aclose()  # a second close books nothing more
+    assert texts == ["Hello ", "world"]
+    assert len(booked) == 1
+    assert (booked[0].usage, booked[0].finish_reason, booked[0].chars) == ((5, 2), "stop", 11)
+    assert (booked[0].error, booked[0].cancelled) == (None, False)
+    assert ai_stream.booked_usage == (5, 2)
+
+
+async def test_the_deadline_ends_a_stream_with_a_timeout_after_its_first_text() -> None:
+    clock, booked = ManualClock(), list[StreamResult]()
+    ai_stream = await _opened(clock, booked)
+    texts = ai_stream.texts()
+    assert await anext(texts) == "Hello "
+    clock.advance(11)  # past the 10 s deadline
+    with pytest.raises(ProviderError) as error:
+        await anext(texts)
+    assert error.value.kind is FailureKind.TIMEOUT
+    assert len(booked) == 1
+    assert (booked[0].error, booked[0].chars) == (error.value, 6)
+
+
+async def test_a_caller_who_stops_reading_is_booked_as_cancelled() -> None:
+    clock, booked = ManualClock(), list[StreamResult]()
+    ai_stream = await _opened(clock, booked)
+    texts = ai_stream.texts()
+    assert await anext(texts) == "Hello "
+    await texts.aclose()
+    assert [(b.cancelled, b.error, b.chars) for b in booked] == [(True, None, 6)]
+
+
+async def test_a_stream_never_read_is_still_booked_when_dropped() -> None:
+    clock, booked = ManualClock(), list[StreamResult]()
+    ai_stream = await _opened(clock, booked)
+    del ai_stream
+    gc.collect()
+    assert [(b.cancelled, b.chars) for b in booked] == [(True, 0)]

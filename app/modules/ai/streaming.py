@@ -9,6 +9,7 @@ exactly once (attempt, real cost, budget, ledger) and says which token counts it
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 
@@ -40,6 +41,8 @@ class StreamResult:
 
 
 class AIStream:
+    _ended = True  # until __init__ completes: nothing to book for a half-built stream
+
     def __init__(
         self,
         stream: ProviderStream,
@@ -56,10 +59,10 @@ class AIStream:
         self._started = started
         self._on_end = on_end
         self._chars = 0
-        self._ended = False
         # (prompt, completion) tokens as booked when the stream ended: the upstream's counts,
         # or an estimate when it sent none.
         self.booked_usage = (0, 0)
+        self._ended = False
 
     @property
     def model(self) -> str:
@@ -79,7 +82,9 @@ class AIStream:
             while True:
                 remaining = self._deadline - self._clock.monotonic()
                 try:
-                    async with asyncio.timeout(max(remaining, 0.0)):
+                    if remaining <= 0:
+                        raise TimeoutError
+                    async with asyncio.timeout(remaining):
                         text = await anext(pieces)
                 except StopAsyncIteration:
                     break
@@ -103,13 +108,26 @@ class AIStream:
         try:
             await self._stream.aclose()
         finally:
-            self.booked_usage = self._on_end(
-                StreamResult(
-                    elapsed_s=self._clock.monotonic() - self._started,
-                    chars=self._chars,
-                    usage=self._stream.usage,
-                    finish_reason=self._stream.finish_reason,
-                    error=error,
-                    cancelled=cancelled,
-                )
+            self._book(error, cancelled=cancelled)
+
+    def __del__(self) -> None:
+        """A stream dropped without ever being read (its response never started) must still
+        give back its reservation and get its ledger row."""
+        if self._ended:
+            return
+        self._ended = True
+        with contextlib.suppress(RuntimeError):  # no running loop: the connection dies with us
+            asyncio.get_running_loop().create_task(self._stream.aclose())
+        self._book(None, cancelled=True)
+
+    def _book(self, error: ProviderError | None, *, cancelled: bool) -> None:
+        self.booked_usage = self._on_end(
+            StreamResult(
+                elapsed_s=self._clock.monotonic() - self._started,
+                chars=self._chars,
+                usage=self._stream.usage,
+                finish_reason=self._stream.finish_reason,
+                error=error,
+                cancelled=cancelled,
             )
+        )
