@@ -12,7 +12,7 @@ import pytest
 from app.core.clock import ManualClock
 from app.core.settings import ProviderName
 from app.modules.ai.errors import FailureKind, ProviderError
-from app.modules.ai.providers.gemini import _parse_stream_event
+from app.modules.ai.providers.gemini import parse_stream_event
 from app.modules.ai.providers.openai_compatible import parse_chat_chunk
 from app.modules.ai.providers.streaming import ProviderStream, StreamPiece, _sse_data
 from app.modules.ai.streaming import AIStream, StreamResult
@@ -83,7 +83,7 @@ def test_an_error_event_mid_stream_is_an_upstream_error() -> None:
 
 
 def test_gemini_events_text_finish_and_cumulative_usage() -> None:
-    early = _parse_stream_event(
+    early = parse_stream_event(
         {
             "candidates": [{"content": {"parts": [{"text": "Ba"}, {"text": "se"}]}}],
             "usageMetadata": {"promptTokenCount": 9, "totalTokenCount": 9},
@@ -91,14 +91,14 @@ def test_gemini_events_text_finish_and_cumulative_usage() -> None:
         }
     )
     assert early == StreamPiece("Base", None, (9, 0), "gemini-1.5-flash-002")
-    last = _parse_stream_event(
+    last = parse_stream_event(
         {
             "candidates": [{"content": {"parts": [{"text": "."}]}, "finishReason": "STOP"}],
             "usageMetadata": {"promptTokenCount": 9, "candidatesTokenCount": 14},
         }
     )
     assert (last.text, last.finish_reason, last.usage) == (".", "stop", (9, 14))
-    blocked = _parse_stream_event({"promptFeedback": {"blockReason": "SAFETY"}})
+    blocked = parse_stream_event({"promptFeedback": {"blockReason": "SAFETY"}})
     assert blocked.text == ""
 
 

@@ -139,8 +139,6 @@ class AIController(Controller):
                 headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
             )
         response = await service.complete(request, context=context)
-        # Annotated as Response, not the model: Litestar lets a handler's JSON media type
-        # override a Stream's own, and an event stream must say it is one.
         completion = ChatCompletionOut(
             id=f"chatcmpl-{random_hex()}",
             created=int(time.time()),
@@ -156,6 +154,8 @@ class AIController(Controller):
             provider=response.provider.value,
             cost_usd=response.cost_usd,
         )
+        # A Response, not the bare model: a handler annotated with a model gets Litestar's JSON
+        # media type, which then overrides the Stream's own, and an event stream must say so.
         return Response(completion)
 
     @get("/usage", responses=problem_responses(401, 429))

@@ -120,7 +120,7 @@ class GeminiAdapter:
             },
             params=_SSE,
             content=encode_json(gemini_payload(request)),
-            parse=_parse_stream_event,
+            parse=parse_stream_event,
             model=model,
             status_error=_status_error,
         )
@@ -163,7 +163,7 @@ def _parse_reply(data: Any, request: CompletionRequest, model: str) -> ProviderR
     )
 
 
-def _parse_stream_event(data: Any) -> StreamPiece:
+def parse_stream_event(data: Any) -> StreamPiece:
     """One GenerateContentResponse of a stream; usageMetadata is cumulative, the last wins."""
     if not isinstance(data, dict):
         raise ProviderError(FailureKind.BAD_RESPONSE, "stream event is not a JSON object")

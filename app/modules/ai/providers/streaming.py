@@ -30,7 +30,9 @@ class StreamPiece:
     model: str | None = None
 
 
-EventParser = Callable[[Any], StreamPiece | None]  # None: the end-of-stream sentinel
+EventParser = Callable[[Any], StreamPiece]
+# OpenAI's end-of-stream sentinel; Gemini just ends the body.
+_DONE = b"[DONE]"
 
 
 class ProviderStream:
@@ -45,7 +47,6 @@ class ProviderStream:
         self.model = model
         self.finish_reason: str | None = None
         self.usage: tuple[int, int] | None = None
-        self.text_chars = 0
 
     async def open(self) -> None:
         """Read until the first text; a stream that ends before it is a bad response."""
@@ -68,9 +69,9 @@ class ProviderStream:
     async def _pieces(self) -> AsyncIterator[StreamPiece]:
         try:
             async for data in self._events:
-                piece = self._parse(decode_json(data)) if data != b"[DONE]" else None
-                if piece is None:
+                if data == _DONE:
                     return
+                piece = self._parse(decode_json(data))
                 self._absorb(piece)
                 yield piece
         except httpx.HTTPError as exc:
@@ -79,7 +80,6 @@ class ProviderStream:
             raise ProviderError(FailureKind.CONNECTION, type(exc).__name__) from exc
 
     def _absorb(self, piece: StreamPiece) -> None:
-        self.text_chars += len(piece.text)
         if piece.finish_reason:
             self.finish_reason = piece.finish_reason
         if piece.usage is not None:
