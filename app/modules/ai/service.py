@@ -7,6 +7,7 @@ guarded provider call -> budget settle -> ledger rows for every upstream attempt
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import Protocol, TypeVar
 
 from app.core.clock import Clock
@@ -36,7 +37,7 @@ from app.modules.ai.overhead import add_upstream_wait
 from app.modules.ai.pricing import TOKENS_PER_PRICE_UNIT, PriceTable
 from app.modules.ai.providers.tokens import estimate_tokens
 from app.modules.ai.resilience import GuardedProvider, ProviderSkipped
-from app.modules.ai.resilience.guard import ProviderGuards
+from app.modules.ai.resilience.guard import MayRetry, ProviderGuards
 from app.modules.ai.routing import ALIASES, Route, Router
 from app.modules.ai.streaming import STREAM_CANCELLED, AIStream, StreamResult, estimate_chars
 from app.modules.ai.usage import UsageLedger, UsageRow
@@ -71,7 +72,7 @@ class _Way(Protocol[R_co]):
         model: str,
         call: _Call,
         attempts: list[Attempt],
-        may_retry: bool,
+        may_retry: MayRetry,
         reservation: Reservation,
     ) -> R_co: ...
 
@@ -199,11 +200,7 @@ class UnifiedAIService:
                 self._metrics.fallbacks.add(
                     1, {"from_provider": failed_from.value, "to_provider": route.provider.value}
                 )
-            # Retry a provider only when no later provider could take the call instead.
-            may_retry = not any(
-                (g := self._guards.get(r.provider)) is not None and g.available()
-                for r in plan[index + 1 :]
-            )
+            may_retry = partial(self._none_available, plan[index + 1 :])
             outcome = await self._try_provider(guard, route.models, call, attempts, may_retry, way)
             if not isinstance(outcome, ProviderVerdict):
                 return outcome
@@ -215,6 +212,13 @@ class UnifiedAIService:
                     extra={"providers": _reasons(verdicts), "attempts": _attempts(attempts)},
                 )
         raise self._no_answer(plan, call, verdicts, attempts)
+
+    def _none_available(self, routes: list[Route]) -> bool:
+        """Retry a provider only when no later provider could take the call instead; asked
+        only once a retryable failure has happened, never on the way to a first answer."""
+        return not any(
+            (g := self._guards.get(r.provider)) is not None and g.available() for r in routes
+        )
 
     def _no_answer(
         self,
@@ -252,7 +256,7 @@ class UnifiedAIService:
         models: tuple[str, ...],
         call: _Call,
         attempts: list[Attempt],
-        may_retry: bool,
+        may_retry: MayRetry,
         way: _Way[R],
     ) -> R | ProviderVerdict:
         """Walk one provider's model chain: rate limits, missing models and budgets move to the
@@ -299,7 +303,7 @@ class UnifiedAIService:
         model: str,
         call: _Call,
         attempts: list[Attempt],
-        may_retry: bool,
+        may_retry: MayRetry,
         reservation: Reservation,
     ) -> AIResponse:
         """One model's whole answer; the reservation is settled whatever happens."""
@@ -333,7 +337,7 @@ class UnifiedAIService:
         model: str,
         call: _Call,
         attempts: list[Attempt],
-        may_retry: bool,
+        may_retry: MayRetry,
         reservation: Reservation,
     ) -> AIStream:
         """One model's answer, opened; the reservation stays held until the stream ends."""

@@ -38,6 +38,14 @@ DEFAULT_COMPLETION_TOKENS = 256
 
 
 T = TypeVar("T")
+# Asked only when a retryable failure happens: may this provider be retried at all?
+MayRetry = Callable[[], bool]
+
+
+def never() -> bool:
+    return False
+
+
 T_co = TypeVar("T_co", covariant=True)
 
 
@@ -127,7 +135,7 @@ class GuardedProvider:
         deadline: float,
         attempts: list[Attempt],
         *,
-        may_retry: bool = False,
+        may_retry: MayRetry = never,
     ) -> ProviderReply:
         """One model's answer, or ProviderSkipped / a classified ProviderError."""
         return await self._with_retries(
@@ -141,7 +149,7 @@ class GuardedProvider:
         deadline: float,
         attempts: list[Attempt],
         *,
-        may_retry: bool = False,
+        may_retry: MayRetry = never,
     ) -> ProviderStream:
         """One model's answer as an opened stream: keys, breaker, retries and the adaptive
         timeout as for `complete`, the timeout bounding the time to the first text. The caller
@@ -171,7 +179,7 @@ class GuardedProvider:
         request: CompletionRequest,
         model: str,
         deadline: float,
-        may_retry: bool,
+        may_retry: MayRetry,
         attempts: list[Attempt],
         attempt: _AttemptFn[T],
     ) -> T:
@@ -194,10 +202,10 @@ class GuardedProvider:
                 await self._clock.sleep(delay)
 
     def _retry_delay(
-        self, error: ProviderError, retries: int, deadline: float, may_retry: bool
+        self, error: ProviderError, retries: int, deadline: float, may_retry: MayRetry
     ) -> float | None:
         """Seconds to wait before retrying, or None when this failure is final here."""
-        if not (may_retry and error.kind.retryable and retries < self._backoff.max_retries):
+        if not (error.kind.retryable and retries < self._backoff.max_retries and may_retry()):
             return None
         # After a 429 another free key means no need to wait for this one's Retry-After.
         honour = error.retry_after_s if self.keys.available() == 0 else None
