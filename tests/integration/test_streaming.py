@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import openai
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from app.core.settings import Settings
 from app.main import create_app
@@ -77,6 +78,16 @@ def test_each_provider_streams_piece_by_piece_with_its_own_token_counts(
     assert usage is not None
     assert usage.prompt_tokens == last["usage"]["prompt_tokens"]
     assert usage.completion_tokens == last["usage"]["completion_tokens"]
+    metrics = httpx.get(f"{live}/metrics", trust_env=False).text
+    first_text = {
+        s.name: s.value
+        for family in text_string_to_metric_families(metrics)
+        if family.name == "ai_provider_time_to_first_token_seconds"
+        for s in family.samples
+        if s.labels.get("provider") == provider
+    }
+    assert first_text["ai_provider_time_to_first_token_seconds_count"] == 1
+    assert first_text["ai_provider_time_to_first_token_seconds_sum"] > 0
 
 
 def test_the_first_text_arrives_before_the_upstream_has_finished(

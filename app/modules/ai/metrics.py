@@ -116,6 +116,12 @@ class AIMetrics:
             unit="{failure}",
             description="Failed ledger batch writes (rows are kept and retried) and dropped rows",
         )
+        self.time_to_first_text = meter.create_histogram(
+            "ai_provider_time_to_first_token",
+            unit="s",
+            description="Streams: from the upstream call to its first text (what a caller waits)",
+            explicit_bucket_boundaries_advisory=list(LLM_LATENCY_BUCKETS_S),
+        )
         # OpenTelemetry GenAI semantic conventions.
         self.operation_duration = meter.create_histogram(
             "gen_ai.client.operation.duration",
@@ -155,6 +161,11 @@ class AIMetrics:
         if outcome != "success":
             genai["error.type"] = outcome
         self.operation_duration.record(latency_s, genai)
+
+    def first_text(self, provider: str, model: str, seconds: float) -> None:
+        self.time_to_first_text.record(
+            seconds, {"provider": provider, "model": self.model_label(model)}
+        )
 
     def usage(
         self, provider: str, model: str, prompt_tokens: int, completion_tokens: int, cost_usd: float

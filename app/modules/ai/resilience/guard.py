@@ -254,8 +254,9 @@ class GuardedProvider:
         def call(key: ApiKey) -> Awaitable[ProviderStream]:
             return self.adapter.stream(request, model, key)
 
-        stream, ticket, _ = await self._guarded(call, model, deadline, attempts, tokens)
+        stream, ticket, elapsed = await self._guarded(call, model, deadline, attempts, tokens)
         self.breaker.success(ticket)
+        self._metrics.first_text(self.name.value, model, elapsed)
         return stream
 
     async def _guarded(
