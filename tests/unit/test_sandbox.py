@@ -9,10 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-import subprocess
-import sys
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -21,6 +18,7 @@ import pytest
 import pytest_asyncio
 
 from infra.sandbox import SandboxThread, start_sandbox
+from infra.sandbox.process import spawn_sandbox
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -387,32 +385,10 @@ async def test_counters_last_request_and_reset(client: httpx.AsyncClient) -> Non
 # -- ways to run it -----------------------------------------------------------------------
 
 
-def test_cli_writes_port_file_and_exits_cleanly_on_sigterm(tmp_path: Path) -> None:
-    port_file = tmp_path / "port"
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "infra.sandbox",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "0",
-            "--port-file",
-            str(port_file),
-            "--log-level",
-            "WARNING",
-        ],
-        cwd=Path(__file__).resolve().parents[2],
-    )
+def test_cli_writes_port_file_and_exits_cleanly_on_sigterm() -> None:
+    process, base_url = spawn_sandbox(timeout_s=20)  # `python -m infra.sandbox --port-file`
     try:
-        deadline = time.monotonic() + 20
-        while not (port_file.exists() and port_file.read_text().strip()):
-            assert process.poll() is None, "sandbox exited early"
-            assert time.monotonic() < deadline, "sandbox did not write its port"
-            time.sleep(0.05)
-        port = int(port_file.read_text())
-        health = httpx.get(f"http://127.0.0.1:{port}/_health", trust_env=False, timeout=5)
+        health = httpx.get(f"{base_url}/_health", trust_env=False, timeout=5)
         assert health.json() == {"ok": True}
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=5) == 0
