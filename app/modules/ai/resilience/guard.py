@@ -15,7 +15,8 @@ import asyncio
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Protocol, TypeVar
+from functools import partial
+from typing import TypeVar
 
 from app.core.clock import Clock
 from app.core.resilience.breaker import AsyncCircuitBreaker, Ticket
@@ -46,18 +47,9 @@ def never() -> bool:
     return False
 
 
-T_co = TypeVar("T_co", covariant=True)
-
-
-class _AttemptFn(Protocol[T_co]):
-    async def __call__(
-        self,
-        request: CompletionRequest,
-        model: str,
-        deadline: float,
-        attempts: list[Attempt],
-        tokens: int,
-    ) -> T_co: ...
+def _tokens(request: CompletionRequest) -> int:
+    """What the call may use, for the per-key token rate limit."""
+    return estimate_tokens(request.messages) + (request.max_tokens or DEFAULT_COMPLETION_TOKENS)
 
 
 class ProviderSkipped(Exception):
@@ -138,9 +130,8 @@ class GuardedProvider:
         may_retry: MayRetry = never,
     ) -> ProviderReply:
         """One model's answer, or ProviderSkipped / a classified ProviderError."""
-        return await self._with_retries(
-            request, model, deadline, may_retry, attempts, self._attempt
-        )
+        attempt = partial(self._attempt, request, model, deadline, attempts, _tokens(request))
+        return await self._with_retries(deadline, may_retry, attempt)
 
     async def open_stream(
         self,
@@ -154,7 +145,8 @@ class GuardedProvider:
         """One model's answer as an opened stream: keys, breaker, retries and the adaptive
         timeout as for `complete`, the timeout bounding the time to the first text. The caller
         books the attempt with `finish_stream` when the stream ends."""
-        return await self._with_retries(request, model, deadline, may_retry, attempts, self._open)
+        attempt = partial(self._open, request, model, deadline, attempts, _tokens(request))
+        return await self._with_retries(deadline, may_retry, attempt)
 
     def finish_stream(
         self, model: str, elapsed: float, error: ProviderError | None, *, cancelled: bool = False
@@ -175,22 +167,13 @@ class GuardedProvider:
         self._metrics.attempt(self.name.value, model, error.kind.value, elapsed)
 
     async def _with_retries(
-        self,
-        request: CompletionRequest,
-        model: str,
-        deadline: float,
-        may_retry: MayRetry,
-        attempts: list[Attempt],
-        attempt: _AttemptFn[T],
+        self, deadline: float, may_retry: MayRetry, attempt: Callable[[], Awaitable[T]]
     ) -> T:
-        tokens = estimate_tokens(request.messages) + (
-            request.max_tokens or DEFAULT_COMPLETION_TOKENS
-        )
         self._budget.record_request()
         retries = 0
         while True:
             try:
-                return await attempt(request, model, deadline, attempts, tokens)
+                return await attempt()
             except ProviderError as error:
                 if error.kind is FailureKind.AUTH:
                     continue  # the refused key is retired; the next key gets its own try
