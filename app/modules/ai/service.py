@@ -6,9 +6,10 @@ guarded provider call -> budget settle -> ledger rows for every upstream attempt
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from functools import partial
-from typing import Protocol, TypeVar
+from typing import TypeVar
 
 from app.core.clock import Clock
 from app.core.ids import random_hex
@@ -60,21 +61,9 @@ class ProviderVerdict:
 
 
 R = TypeVar("R")
-R_co = TypeVar("R_co", covariant=True)
-
-
-class _Way(Protocol[R_co]):
-    """How one model is asked: for a whole answer or for a stream."""
-
-    async def __call__(
-        self,
-        guard: GuardedProvider,
-        model: str,
-        call: _Call,
-        attempts: list[Attempt],
-        may_retry: MayRetry,
-        reservation: Reservation,
-    ) -> R_co: ...
+# How one model is asked, for a whole answer or for a stream: (guard, model, may_retry,
+# reservation) -> the answer; the request and its attempts are bound in beforehand.
+Way = Callable[[GuardedProvider, str, MayRetry, Reservation], Awaitable[R]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,7 +140,9 @@ class UnifiedAIService:
         plan = self._router.plan(request.model, request.strategy)
         attempts: list[Attempt] = []
         try:
-            return await self._walk(plan, call, attempts, self._open_stream)
+            return await self._walk(
+                plan, call, attempts, partial(self._open_stream, call, attempts)
+            )
         except BaseException:
             self._record_call(call, attempts)
             raise
@@ -178,14 +169,16 @@ class UnifiedAIService:
     async def _call(self, plan: list[Route], call: _Call) -> AIResponse:
         attempts: list[Attempt] = []
         try:
-            response = await self._walk(plan, call, attempts, self._complete)
+            response = await self._walk(
+                plan, call, attempts, partial(self._complete, call, attempts)
+            )
         finally:
             total_ms = (self._clock.monotonic() - call.started) * 1000
             self._record_call(call, attempts)
         return replace(response, latency_ms=total_ms, attempts=tuple(attempts))
 
     async def _walk(
-        self, plan: list[Route], call: _Call, attempts: list[Attempt], way: _Way[R]
+        self, plan: list[Route], call: _Call, attempts: list[Attempt], way: Way[R]
     ) -> R:
         verdicts: list[ProviderVerdict] = []
         failed_from: ProviderName | None = None
@@ -257,7 +250,7 @@ class UnifiedAIService:
         call: _Call,
         attempts: list[Attempt],
         may_retry: MayRetry,
-        way: _Way[R],
+        way: Way[R],
     ) -> R | ProviderVerdict:
         """Walk one provider's model chain: rate limits, missing models and budgets move to the
         next model, faults of the provider itself move on to the next provider."""
@@ -275,7 +268,7 @@ class UnifiedAIService:
                 )
                 continue
             try:
-                return await way(guard, model, call, attempts, may_retry, reservation)
+                return await way(guard, model, may_retry, reservation)
             except ProviderSkipped as skip:
                 attempts.append(Attempt(guard.name, model, AttemptOutcome.SKIPPED, skip.reason))
                 return ProviderVerdict(
@@ -299,10 +292,10 @@ class UnifiedAIService:
 
     async def _complete(
         self,
-        guard: GuardedProvider,
-        model: str,
         call: _Call,
         attempts: list[Attempt],
+        guard: GuardedProvider,
+        model: str,
         may_retry: MayRetry,
         reservation: Reservation,
     ) -> AIResponse:
@@ -333,10 +326,10 @@ class UnifiedAIService:
 
     async def _open_stream(
         self,
-        guard: GuardedProvider,
-        model: str,
         call: _Call,
         attempts: list[Attempt],
+        guard: GuardedProvider,
+        model: str,
         may_retry: MayRetry,
         reservation: Reservation,
     ) -> AIStream:
