@@ -45,13 +45,9 @@ class AzureOpenAIAdapter:
         return await open_stream(
             self._client,
             f"openai/deployments/{model}/chat/completions",
-            headers={
-                "api-key": key.secret,
-                "content-type": "application/json",
-                "accept": "text/event-stream",
-            },
+            auth={"api-key": key.secret},
             params=self._params,
-            content=encode_json(stream_payload(request, None)),
+            payload=stream_payload(request, None),
             parse=parse_chat_chunk,
             model=model,
             status_error=status_error,

@@ -22,7 +22,12 @@ from app.modules.ai.providers.base import (
     send,
 )
 from app.modules.ai.providers.keys import ApiKey
-from app.modules.ai.providers.streaming import ProviderStream, StreamPiece, open_stream
+from app.modules.ai.providers.streaming import (
+    ProviderStream,
+    StreamPiece,
+    event_object,
+    open_stream,
+)
 from app.modules.ai.providers.tokens import estimate_tokens
 
 _SSE = {"alt": "sse"}  # streamGenerateContent as Server-Sent Events, not one JSON array
@@ -113,13 +118,9 @@ class GeminiAdapter:
         return await open_stream(
             self._client,
             f"v1beta/models/{model}:streamGenerateContent",
-            headers={
-                "x-goog-api-key": key.secret,
-                "content-type": "application/json",
-                "accept": "text/event-stream",
-            },
+            auth={"x-goog-api-key": key.secret},
             params=_SSE,
-            content=encode_json(gemini_payload(request)),
+            payload=gemini_payload(request),
             parse=parse_stream_event,
             model=model,
             status_error=_status_error,
@@ -165,11 +166,7 @@ def _parse_reply(data: Any, request: CompletionRequest, model: str) -> ProviderR
 
 def parse_stream_event(data: Any) -> StreamPiece:
     """One GenerateContentResponse of a stream; usageMetadata is cumulative, the last wins."""
-    if not isinstance(data, dict):
-        raise ProviderError(FailureKind.BAD_RESPONSE, "stream event is not a JSON object")
-    if isinstance(data.get("error"), dict):
-        code = error_code(data)
-        raise ProviderError(FailureKind.UPSTREAM_ERROR, "error event in the stream", code=code)
+    data = event_object(data)
     text, finish = "", None
     candidates = data.get("candidates")
     if isinstance(candidates, list) and candidates and isinstance(candidates[0], dict):

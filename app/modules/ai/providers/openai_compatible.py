@@ -22,7 +22,12 @@ from app.modules.ai.providers.base import (
     send,
 )
 from app.modules.ai.providers.keys import ApiKey
-from app.modules.ai.providers.streaming import ProviderStream, StreamPiece, open_stream
+from app.modules.ai.providers.streaming import (
+    ProviderStream,
+    StreamPiece,
+    event_object,
+    open_stream,
+)
 from app.modules.ai.providers.tokens import estimate_tokens
 
 
@@ -82,11 +87,7 @@ def stream_payload(request: CompletionRequest, model: str | None) -> dict[str, A
 
 def parse_chat_chunk(data: Any) -> StreamPiece:
     """One chat.completion.chunk: a text delta, a finish reason, or the final usage."""
-    if not isinstance(data, dict):
-        raise ProviderError(FailureKind.BAD_RESPONSE, "stream event is not a JSON object")
-    if isinstance(data.get("error"), dict):
-        code = error_code(data)
-        raise ProviderError(FailureKind.UPSTREAM_ERROR, "error event in the stream", code=code)
+    data = event_object(data)
     text, finish = "", None
     choices = data.get("choices")
     if isinstance(choices, list) and choices and isinstance(choices[0], dict):
@@ -146,12 +147,8 @@ class OpenAICompatibleAdapter:
         return await open_stream(
             self._client,
             "chat/completions",
-            headers={
-                "authorization": f"Bearer {key.secret}",
-                "content-type": "application/json",
-                "accept": "text/event-stream",
-            },
-            content=encode_json(stream_payload(request, model)),
+            auth={"authorization": f"Bearer {key.secret}"},
+            payload=stream_payload(request, model),
             parse=parse_chat_chunk,
             model=model,
             status_error=status_error,

@@ -17,7 +17,13 @@ import httpx
 
 from app.core.http import DEFAULT_BODY_CAP_BYTES, UpstreamClient
 from app.modules.ai.errors import FailureKind, ProviderError
-from app.modules.ai.providers.base import classify_transport_error, decode_json, send_streaming
+from app.modules.ai.providers.base import (
+    classify_transport_error,
+    decode_json,
+    encode_json,
+    error_code,
+    send_streaming,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,21 +94,39 @@ class ProviderStream:
             self.model = piece.model
 
 
+def event_object(data: Any) -> dict[str, Any]:
+    """A decoded event as the object every provider sends; an error object sent mid-stream
+    (OpenAI's and Google's share the `{"error": {...}}` shape) is an upstream error."""
+    if not isinstance(data, dict):
+        raise ProviderError(FailureKind.BAD_RESPONSE, "stream event is not a JSON object")
+    if isinstance(data.get("error"), dict):
+        code = error_code(data)
+        raise ProviderError(FailureKind.UPSTREAM_ERROR, "error event in the stream", code=code)
+    return data
+
+
 async def open_stream(
     client: UpstreamClient,
     path: str,
     *,
-    headers: Mapping[str, str],
-    content: bytes,
+    auth: Mapping[str, str],
+    payload: Mapping[str, Any],
     parse: EventParser,
     model: str,
     status_error: Callable[[httpx.Response, bytes], ProviderError],
     params: Mapping[str, str] | None = None,
     cap: int = DEFAULT_BODY_CAP_BYTES,
 ) -> ProviderStream:
-    """POST a streaming request and open its answer (up to the first text)."""
+    """POST a JSON request for an event stream, with the provider's `auth` headers, and open
+    its answer (up to the first text)."""
+    headers = {**auth, "content-type": "application/json", "accept": "text/event-stream"}
     response = await send_streaming(
-        client, path, headers=headers, content=content, params=params, status_error=status_error
+        client,
+        path,
+        headers=headers,
+        content=encode_json(payload),
+        params=params,
+        status_error=status_error,
     )
     stream = ProviderStream(response, parse, model, cap)
     try:
