@@ -110,13 +110,3 @@ async def read_capped(response: httpx.Response, cap: int = DEFAULT_BODY_CAP_BYTE
             raise BodyTooLarge(f"body larger than {cap} bytes")
         chunks.append(chunk)
     return b"".join(chunks)
-
-
-__all__ = [
-    "ACCEPT_ENCODING",
-    "DEFAULT_BODY_CAP_BYTES",
-    "BodyTooLarge",
-    "UpstreamClient",
-    "make_upstream_client",
-    "read_capped",
-]
