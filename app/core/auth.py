@@ -22,9 +22,11 @@ ANONYMOUS = "anonymous"
 
 @dataclass(frozen=True, slots=True)
 class Caller:
-    """Who is calling, as the ledger and budgets know them."""
+    """Who is calling, as the ledger and budgets know them. `admin` callers
+    (GATEWAY_ADMIN_CALLERS) may see other callers' budgets."""
 
     id: str
+    admin: bool = False
 
 
 class CallerAuthenticator:
@@ -34,6 +36,7 @@ class CallerAuthenticator:
             (name, hashlib.sha256(key.get_secret_value().encode()).digest())
             for name, key in settings.gateway_api_keys.items()
         ]
+        self._admins = frozenset(settings.gateway_admin_callers)
         rpm = settings.gateway_caller_rpm
         self._limiters: dict[str, RateLimiter | Unlimited] = {
             name: make_limiter(clock, rpm=rpm, tpm=None) for name, _ in self._keys
@@ -58,7 +61,7 @@ class CallerAuthenticator:
             raise RateLimitExceeded(
                 f"caller {found!r} is over its request rate limit", retry_after_s=wait
             )
-        return Caller(found)
+        return Caller(found, admin=found in self._admins)
 
 
 class CallerAuthMiddleware:

@@ -18,6 +18,8 @@ import yaml
 from pydantic import BaseModel, Field, SecretStr, TypeAdapter, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from app.core.masking import mask_url
+
 
 class ProviderName(StrEnum):
     GROQ = "groq"
@@ -285,6 +287,9 @@ class Settings(BaseSettings):
     gateway_auth: Literal["enabled", "disabled"] = "enabled"
     # Requests per minute per caller (None: no limit).
     gateway_caller_rpm: int | None = Field(default=600, ge=1)
+    # Callers (names from GATEWAY_API_KEYS) who may see every caller's budget on /v1/budgets;
+    # everyone else sees the shared budgets and their own.
+    gateway_admin_callers: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
     ai_provider_priority: Annotated[list[ProviderName], NoDecode] = Field(
         default_factory=lambda: [
@@ -348,6 +353,9 @@ class Settings(BaseSettings):
     ai_cache_enabled: bool = True
     ai_cache_ttl_s: float = Field(default=3600.0, gt=0)
     ai_cache_max_entries: int = Field(default=10_000, ge=1)
+    # `caller`: a caller only ever gets answers (and shares in-flight calls) it asked for
+    # itself; `shared`: identical requests of different callers share one answer.
+    ai_cache_scope: Literal["caller", "shared"] = "caller"
     # Price file (JSON or YAML, {"model": {"input": x, "output": y}} in USD per 1M tokens),
     # applied over the defaults and AI_PRICES.
     ai_pricing_file: str | None = None
@@ -364,7 +372,9 @@ class Settings(BaseSettings):
     openai: OpenAISettings = Field(default_factory=OpenAISettings)
     literature: LiteratureSettings = Field(default_factory=LiteratureSettings)
 
-    _split = field_validator("ai_provider_priority", "ai_free_providers", mode="before")(split_csv)
+    _split = field_validator(
+        "ai_provider_priority", "ai_free_providers", "gateway_admin_callers", mode="before"
+    )(split_csv)
 
     @field_validator("gateway_api_keys", mode="before")
     @classmethod
@@ -403,6 +413,16 @@ class Settings(BaseSettings):
             ) from exc
         return self
 
+    @model_validator(mode="after")
+    def _admins_known(self) -> Settings:
+        unknown = [name for name in self.gateway_admin_callers if name not in self.gateway_api_keys]
+        if unknown:
+            raise ValueError(
+                "GATEWAY_ADMIN_CALLERS names callers that GATEWAY_API_KEYS does not define: "
+                + ", ".join(repr(name) for name in unknown)
+            )
+        return self
+
     def daily_budget(self, name: ProviderName) -> float | None:
         return {
             ProviderName.GROQ: self.daily_budget_usd_groq,
@@ -425,18 +445,25 @@ class Settings(BaseSettings):
         return DEFAULT_PRICES | self.ai_prices | from_file
 
     def masked(self) -> dict[str, Any]:
-        """The effective configuration with every secret replaced by a short fingerprint."""
-        data: dict[str, Any] = self.model_dump(
-            mode="json",
-            exclude={"groq", "gemini", "azure", "openai", "gateway_api_keys"},
+        """The effective configuration with every secret replaced by a short fingerprint, and
+        every URL's embedded credentials (password, token parameters) masked."""
+        data: dict[str, Any] = _mask_urls(
+            self.model_dump(
+                mode="json",
+                exclude={"groq", "gemini", "azure", "openai", "gateway_api_keys"},
+            )
         )
+        if self.budget_alert_webhook_url:  # chat webhooks carry their token in the path
+            data["budget_alert_webhook_url"] = mask_url(
+                self.budget_alert_webhook_url, hide_path=True
+            )
         data["gateway_callers"] = {
             name: mask_secret(key) for name, key in self.gateway_api_keys.items()
         }
         providers: dict[str, Any] = {}
         for name in ProviderName:
             section = self.provider(name)
-            dumped = section.model_dump(mode="json", exclude={"api_key", "api_keys"})
+            dumped = _mask_urls(section.model_dump(mode="json", exclude={"api_key", "api_keys"}))
             dumped["keys"] = [mask_secret(key) for key in section.all_keys()]
             dumped["configured"] = section.configured
             providers[name.value] = dumped
@@ -459,6 +486,22 @@ def load_price_file(path: Path) -> dict[str, ModelPrice]:
 
 
 _PRICE_MAP = TypeAdapter(dict[str, ModelPrice])
+
+
+def _mask_urls(data: dict[str, Any]) -> dict[str, Any]:
+    """Every string that holds a URL, at any depth, through `mask_url`."""
+
+    def walk(value: Any) -> Any:
+        if isinstance(value, str):
+            return mask_url(value) if "://" in value else value
+        if isinstance(value, dict):
+            return {key: walk(item) for key, item in value.items()}
+        if isinstance(value, list):
+            return [walk(item) for item in value]
+        return value
+
+    masked: dict[str, Any] = walk(data)
+    return masked
 
 
 def mask_secret(secret: SecretStr) -> str:

@@ -22,6 +22,7 @@ from zoneinfo import ZoneInfo
 import httpx
 
 from app.core.clock import Clock
+from app.core.masking import mask_url
 from app.core.settings import ProviderName, Settings
 from app.modules.ai.metrics import AIMetrics
 from app.modules.ai.usage import UsageLedger
@@ -170,10 +171,20 @@ class BudgetGuard:
     def spent(self, budget: str) -> Decimal:
         return self._current().spent[budget]
 
-    def snapshot(self) -> list[dict[str, object]]:
-        """Every configured budget now: limit, spent, held by calls in flight, remaining."""
+    def snapshot(self, *, caller: str | None = None) -> list[dict[str, object]]:
+        """Every configured budget now: limit, spent, held by calls in flight, remaining.
+
+        With `caller`, only the budgets that caller may see: the shared ones (providers,
+        total) and its own per-caller budget, never another caller's name or spend."""
         day = self._current()
         resets_in = self.seconds_until_reset()
+        limits = self.limits()
+        if caller is not None:
+            limits = {
+                name: limit
+                for name, limit in limits.items()
+                if not name.startswith(CALLER_PREFIX) or name == CALLER_PREFIX + caller
+            }
         return [
             {
                 "budget": name,
@@ -186,7 +197,7 @@ class BudgetGuard:
                 "day": day.day.isoformat(),
                 "resets_in_s": round(resets_in),
             }
-            for name, limit in sorted(self.limits().items())
+            for name, limit in sorted(limits.items())
         ]
 
     def _check_alerts(self, day: _Day, name: str) -> None:
@@ -229,7 +240,11 @@ class BudgetGuard:
                 response = await client.post(self._webhook, json=payload)
                 response.raise_for_status()
         except (httpx.HTTPError, OSError) as exc:
-            log.error("budget alert webhook failed: %s", type(exc).__name__)
+            log.error(
+                "budget alert webhook failed: %s url=%s",
+                type(exc).__name__,
+                mask_url(self._webhook, hide_path=True),
+            )
 
     async def aclose(self) -> None:
         """Let alert webhooks in flight finish (each is bounded by its timeout)."""

@@ -174,9 +174,14 @@ class AIController(Controller):
 
     @get("/budgets", responses=problem_responses(401, 429))
     @inject
-    async def budgets(self, budget: FromDishka[BudgetGuard]) -> BudgetsOut:
-        """Every daily budget: limit, spent, held by calls in flight, remaining, reset."""
-        return BudgetsOut(budgets=[BudgetOut(**line) for line in budget.snapshot()])
+    async def budgets(
+        self, budget: FromDishka[BudgetGuard], caller: FromDishka[Caller]
+    ) -> BudgetsOut:
+        """The daily budgets that apply to the caller (each provider's, the total, its own):
+        limit, spent, held by calls in flight, remaining, reset. Admin callers
+        (GATEWAY_ADMIN_CALLERS) see every caller's budget."""
+        lines = budget.snapshot(caller=None if caller.admin else caller.id)
+        return BudgetsOut(budgets=[BudgetOut(**line) for line in lines])
 
 
 async def _live_sse(stream: AIStream, include_usage: bool) -> AsyncIterator[bytes]:

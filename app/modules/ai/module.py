@@ -53,7 +53,9 @@ class AIModule(Provider):
         store = MemoryStore(
             clock, metrics, max_entries=settings.ai_cache_max_entries, ttl_s=settings.ai_cache_ttl_s
         )
-        return ResponseCache(store, metrics, enabled=settings.ai_cache_enabled)
+        return ResponseCache(
+            store, metrics, enabled=settings.ai_cache_enabled, scope=settings.ai_cache_scope
+        )
 
     @provide
     def metrics(self, telemetry: Telemetry, settings: Settings, prices: PriceTable) -> AIMetrics:
