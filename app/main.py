@@ -15,6 +15,7 @@ from litestar.openapi.spec import Components, SecurityScheme
 
 from app.container import make_container
 from app.core.auth import CallerAuthenticator, CallerAuthMiddleware
+from app.core.bodies import BodyLimits, BodyRule, GatewayRequest
 from app.core.clock import SystemClock
 from app.core.db import migrate
 from app.core.metrics_endpoint import metrics
@@ -28,6 +29,7 @@ from app.modules.ai.overhead import OverheadMiddleware, OverheadRecorder
 from app.modules.ai.service import UnifiedAIService
 from app.modules.ai.usage import UsageLedger
 from app.modules.literature.controller import LiteratureController
+from app.modules.literature.errors import BatchTooLarge
 
 log = logging.getLogger("app")
 
@@ -73,9 +75,13 @@ def create_app(settings: Settings | None = None, *overrides: Provider) -> Litest
         await (await container.get(BudgetGuard)).aclose()
         await container.close()
 
+    limits = body_limits(settings)
     app = Litestar(
         route_handlers=[AIController, HealthController, LiteratureController, metrics],
         middleware=middleware,
+        request_class=GatewayRequest,
+        before_request=limits,
+        request_max_body_size=limits.largest,
         on_startup=[start],
         on_shutdown=[stop],
         exception_handlers={Exception: problem_response},
@@ -96,3 +102,33 @@ def create_app(settings: Settings | None = None, *overrides: Provider) -> Litest
     )
     setup_dishka(container, app)
     return app
+
+
+def body_limits(settings: Settings) -> BodyLimits:
+    """Each POST route's body limit and list bound (see app.core.bodies for why)."""
+    ai = BodyRule(
+        max_bytes=settings.ai_max_body_bytes,
+        setting="AI_MAX_BODY_BYTES",
+        list_field="messages",
+        max_items=settings.ai_max_messages,
+        items_setting="AI_MAX_MESSAGES",
+    )
+    lit = settings.literature
+    paper = BodyRule(max_bytes=lit.max_body_bytes, setting="LITERATURE_MAX_BODY_BYTES")
+    batch = BodyRule(
+        max_bytes=lit.batch_max_body_bytes,
+        setting="LITERATURE_BATCH_MAX_BODY_BYTES",
+        list_field="papers",
+        max_items=lit.batch_max_size,
+        items_setting="LITERATURE_BATCH_MAX_SIZE",
+        too_many=BatchTooLarge,
+    )
+    return BodyLimits(
+        {
+            "/v1/ai/completions": ai,
+            "/v1/chat/completions": ai,
+            "/v1/fulltext/detect": paper,
+            "/v1/fulltext/verify": paper,
+            "/v1/fulltext/detect/batch": batch,
+        }
+    )

@@ -11,14 +11,23 @@ import ipaddress
 import json
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
-from pydantic import BaseModel, Field, SecretStr, TypeAdapter, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    Field,
+    SecretStr,
+    TypeAdapter,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from app.core.masking import mask_url
+from app.core.model_names import check_model_id
 
 
 class ProviderName(StrEnum):
@@ -66,6 +75,18 @@ class ProviderSettings(BaseSettings):
     tpm_per_key: int | None = Field(default=None, ge=1)
 
     _split = field_validator("api_keys", "fast_models", "quality_models", mode="before")(split_csv)
+    # Whether this provider's model ids may hold one '/' (Groq's `openai/gpt-oss-20b`); only
+    # providers that send the id in the JSON body, never in a URL path, allow it.
+    nested_model_ids: ClassVar[bool] = False
+
+    @field_validator("fast_models", "quality_models", mode="after")
+    @classmethod
+    def _model_names(cls, value: list[str], info: ValidationInfo) -> list[str]:
+        """Model names end up in upstream URLs: refused at start unless strictly well formed."""
+        setting = f"{cls.model_config.get('env_prefix', '')}{info.field_name}".upper()
+        return [
+            check_model_id(name, nested=cls.nested_model_ids, setting=setting) for name in value
+        ]
 
     def all_keys(self) -> list[SecretStr]:
         """All configured keys, the single-key variable first, without duplicates."""
@@ -99,6 +120,7 @@ class GroqSettings(ProviderSettings):
     timeout_s: float = Field(default=5.0, gt=0, le=300)
     # Groq free tier: 30 requests per minute per key.
     rpm_per_key: int | None = Field(default=30, ge=1)
+    nested_model_ids: ClassVar[bool] = True  # e.g. openai/gpt-oss-20b, sent in the body
 
 
 class GeminiSettings(ProviderSettings):
@@ -131,6 +153,16 @@ class AzureSettings(ProviderSettings):
     def models_for(self, alias: str) -> list[str]:
         return [self.deployment] if self.deployment else []
 
+    @field_validator("deployment", mode="after")
+    @classmethod
+    def _deployment_name(cls, value: str) -> str:
+        """The deployment is a segment of every Azure URL: a strict name, checked at start."""
+        return (
+            check_model_id(value, nested=False, setting="AZURE_OPENAI_DEPLOYMENT")
+            if value
+            else value
+        )
+
 
 class OpenAISettings(ProviderSettings):
     model_config = SettingsConfigDict(env_prefix="OPENAI_", extra="ignore", frozen=True)
@@ -138,6 +170,9 @@ class OpenAISettings(ProviderSettings):
     base_url: str = "https://api.openai.com/v1"
     fast_models: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["gpt-4o-mini"])
     quality_models: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["gpt-4o"])
+    # OpenAI-compatible servers (a repointed OPENAI_BASE_URL) name models org/model; the id
+    # travels in the JSON body, never in the path.
+    nested_model_ids: ClassVar[bool] = True
 
 
 class LiteratureSettings(BaseSettings):
@@ -206,6 +241,10 @@ class LiteratureSettings(BaseSettings):
 
     # --- batches -------------------------------------------------------------------------------
     batch_max_size: int = Field(default=500, ge=1, le=10_000)
+    # Request bodies: detect and verify carry at most one paper's text (5 M characters); a
+    # batch carries references. Bigger bodies are refused (413) before they are read.
+    max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024, le=256 * 1024 * 1024)
+    batch_max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024, le=256 * 1024 * 1024)
     # Papers worked on at once per batch; each uses at most one connection at a time.
     batch_concurrency: int = Field(default=16, ge=1, le=1000)
     batch_deadline_s: float = Field(default=300.0, gt=0, le=3600)
@@ -306,6 +345,11 @@ class Settings(BaseSettings):
     # Bounds on caller input, checked before any upstream call.
     ai_max_prompt_chars: int = Field(default=200_000, ge=1)
     ai_max_tokens_limit: int = Field(default=8192, ge=1)
+    # Request bodies of the completion routes: 200 000 prompt characters fit in well under
+    # 2 MiB even JSON-escaped; more is refused (413) before it is read or parsed.
+    ai_max_body_bytes: int = Field(default=2 * 1024 * 1024, ge=1024, le=64 * 1024 * 1024)
+    # Messages per request: past this a body is refused (413) before any message is parsed.
+    ai_max_messages: int = Field(default=2048, ge=1, le=100_000)
     # Adaptive timeout: p95 of recent successes x multiplier, clamped to [min, max]; the
     # provider's timeout_s until min_samples successes are in the window.
     ai_timeout_multiplier: float = Field(default=1.5, ge=1.0)
@@ -361,6 +405,10 @@ class Settings(BaseSettings):
     ai_pricing_file: str | None = None
     # Price overrides, JSON: {"model": {"input": 0.15, "output": 0.6}} (USD per 1M tokens).
     ai_prices: dict[str, ModelPrice] = Field(default_factory=dict)
+    # A paid provider's model missing from the price table is refused (404 before any upstream
+    # call) unless this is true; then it is reserved and booked at that provider's most
+    # expensive known price and its ledger rows are flagged price_estimated.
+    ai_allow_unpriced_models: bool = False
     # Models served free whatever their name (Groq's free tier).
     ai_free_providers: Annotated[list[ProviderName], NoDecode] = Field(
         default_factory=lambda: [ProviderName.GROQ]

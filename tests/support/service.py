@@ -46,6 +46,8 @@ class ServiceProcess:
     env: dict[str, str]
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
+    # Where the service's stdout and stderr go when a test reads its logs (None: inherited).
+    log_path: Path | None = None
 
     @property
     def url(self) -> str:
@@ -57,6 +59,8 @@ class ServiceProcess:
             [sys.executable, "-m", "app", "serve", "--host", "127.0.0.1", "--port", str(self.port)],
             cwd=ROOT,
             env={**base, **self.env, "PYTHONUNBUFFERED": "1"},
+            stdout=None if self.log_path is None else self.log_path.open("ab"),
+            stderr=None if self.log_path is None else subprocess.STDOUT,
         )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
@@ -68,6 +72,11 @@ class ServiceProcess:
             except httpx.TransportError:
                 time.sleep(0.05)
         raise RuntimeError("the service did not become live")
+
+    def logs(self) -> str:
+        """What the service has logged so far (needs `log_path`)."""
+        assert self.log_path is not None, "start the service with a log_path to read its logs"
+        return self.log_path.read_text(errors="replace")
 
     def stop(self, sig: signal.Signals = signal.SIGTERM, timeout_s: float = 30) -> int:
         assert self.process is not None

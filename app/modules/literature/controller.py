@@ -21,7 +21,7 @@ from app.core.auth import Caller
 from app.core.problems import problem_responses
 from app.core.settings import LiteratureSettings
 from app.modules.literature.domain import DetectionResult, DetectOptions, Paper
-from app.modules.literature.errors import BatchTooLarge, ContentTooLarge
+from app.modules.literature.errors import ContentTooLarge
 from app.modules.literature.schemas import (
     BatchBody,
     BatchOut,
@@ -76,19 +76,12 @@ class LiteratureController(Controller):
         request: Request[Any, Any, Any],
         data: JSONBody[BatchBody],
         service: FromDishka[FullTextDetectionService],
-        settings: FromDishka[LiteratureSettings],
         caller: FromDishka[Caller],
     ) -> Response[BatchOut] | Stream:
         """Many papers at once (up to LITERATURE_BATCH_MAX_SIZE). With
         `Accept: application/x-ndjson` results stream as they complete, one JSON object per
         line: `{"type": "result", "index", "result"}`, `{"type": "progress", "completed",
         "total"}` now and then, and a final `{"type": "summary", ...}`."""
-        size, limit = len(data.papers), settings.batch_max_size
-        if size > limit:
-            raise BatchTooLarge(
-                f"the batch holds {size} papers; send at most {limit} per request "
-                "(split it into several batches)"
-            )
         papers = [paper.to_domain(index) for index, paper in enumerate(data.papers)]
         options = data.options.to_domain()
         if NDJSON in request.headers.get("accept", ""):
