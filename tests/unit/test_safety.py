@@ -108,7 +108,7 @@ def test_pmcid_and_pmid() -> None:
         ("http://example.org\\@127.0.0.1/", Refusal.MALFORMED),
         ("http://exa\tmple.org/", Refusal.MALFORMED),
         ("http://1.2.3.4.5/", Refusal.MALFORMED),
-        ("http://%31%32%37.0.0.1/", Refusal.MALFORMED),
+        ("http://%31%32%37.0.0.1/", Refusal.LOOPBACK),  # percent-decoded, then read
         ("http:///nohost", Refusal.MALFORMED),
         ("http://example.org/" + "a" * 3000, Refusal.MALFORMED),
     ],

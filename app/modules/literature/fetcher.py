@@ -2,14 +2,18 @@
 
 Per request, in order:
 
-1. `safety.check_url` (scheme, credentials, parser traps, IP literals in every spelling, the
-   egress allowlist) - refusals here never reach a socket;
+1. `safety.check_url` (scheme, credentials, parser traps, the host normalised every way a
+   client normalises it - percent-decoding, NFKC, IDNA - then classified: IP literals in every
+   spelling, the egress allowlist) - refusals here never reach a socket;
 2. a rate-limit slot for the host's publisher (waits at most `rate_limit_max_wait_s`, never
    past the caller's deadline) and the host's circuit breaker;
 3. the connection: aiohttp asks `resolver.GuardedResolver` for the host's addresses, and
-   connects only to the addresses it checked (no second lookup to rebind);
+   connects only to the addresses it checked (no second lookup to rebind); every socket it
+   opens goes through `resolver.SocketGuard`, which checks the socket address itself (aiohttp
+   asks no resolver about IP literals);
 4. redirects are never followed by the client: each `Location` goes through 1-3 again, up to
-   `max_redirects` hops;
+   `max_redirects` hops (requests go straight to the transport, so httpx never parses a
+   `Location` itself: one it cannot parse is our refusal, not the redirecting host's fault);
 5. the body is streamed and cut at a cap chosen by its content type; content types outside
    the request's policy are refused before the body is read.
 
@@ -36,7 +40,7 @@ from app.core.clock import Clock
 from app.core.settings import LiteratureSettings
 from app.modules.literature.hostguards import HostGuards, RatePlan, RateRule
 from app.modules.literature.metrics import LiteratureMetrics
-from app.modules.literature.resolver import BlockedAddress, GuardedResolver
+from app.modules.literature.resolver import BlockedAddress, GuardedResolver, SocketGuard
 from app.modules.literature.safety import (
     EgressPolicy,
     Refusal,
@@ -183,13 +187,12 @@ class SafeFetcher:
             host_overrides=dict(settings.host_overrides),
         )
         self._resolver_factory = resolver_factory or aiohttp.ThreadedResolver
-        transport = AiohttpTransport(client=self._session, trust_env=False, retries=0)
-        self._client = httpx.AsyncClient(
-            transport=transport,
-            trust_env=False,
-            follow_redirects=False,
-            timeout=httpx.Timeout(None, connect=settings.connect_timeout_s),
-        )
+        self._sockets = SocketGuard(self.policy)
+        # Requests go straight to the transport (see step 4 above); the overall deadline is
+        # the caller's `asyncio.timeout`, this only bounds a connect attempt.
+        self._transport = AiohttpTransport(client=self._session, trust_env=False, retries=0)
+        connect = httpx.Timeout(None, connect=settings.connect_timeout_s)
+        self._timeout = {"timeout": connect.as_dict()}
         self._headers = {"User-Agent": settings.user_agent, "Accept-Encoding": "gzip, deflate"}
         s = settings
         html = "text/html,application/xhtml+xml;q=0.9"
@@ -215,11 +218,12 @@ class SafeFetcher:
             limit=self._settings.max_connections,
             resolver=GuardedResolver(self.policy, self._resolver_factory()),
             ttl_dns_cache=_DNS_CACHE_TTL_S,
+            socket_factory=self._sockets,
         )
         return aiohttp.ClientSession(connector=connector, trust_env=False)
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        await self._transport.aclose()
 
     def check(self, url: str) -> Target:
         """The checks that need no DNS; raises FetchRefused."""
@@ -315,7 +319,10 @@ class SafeFetcher:
         self, target: Target, policy: BodyPolicy, hop: int
     ) -> FetchResult | _Redirect:
         headers = {**self._headers, "Accept": policy.accept}
-        async with self._client.stream("GET", target.url, headers=headers) as response:
+        request = httpx.Request("GET", target.url, headers=headers, extensions=self._timeout)
+        with self._sockets.connecting(target.host):
+            response = await self._transport.handle_async_request(request)
+        try:
             status = response.status_code
             location = response.headers.get("location")
             if status in _REDIRECTS and location:
@@ -338,6 +345,8 @@ class SafeFetcher:
                 truncated=truncated,
                 redirects=hop,
             )
+        finally:
+            await response.aclose()
 
     @staticmethod
     def _limits(media: str, policy: BodyPolicy, *, ok: bool) -> tuple[int, bool, bool]:

@@ -6,7 +6,6 @@ from app.modules.literature.safety.addresses import (
     METADATA_ADDRESSES,
     METADATA_HOSTNAMES,
     EgressPolicy,
-    IPAddress,
     Refusal,
     Target,
     UnsafeTarget,
@@ -16,6 +15,7 @@ from app.modules.literature.safety.addresses import (
     host_matches,
     parse_ip_literal,
 )
+from app.modules.literature.safety.hosts import HostReading, IPAddress, client_host, read_host
 from app.modules.literature.safety.identifiers import (
     MAX_DOI_CHARS,
     doi_path,
@@ -39,6 +39,7 @@ __all__ = [
     "METADATA_HOSTNAMES",
     "REMOVED",
     "EgressPolicy",
+    "HostReading",
     "IPAddress",
     "PromptText",
     "Refusal",
@@ -46,6 +47,7 @@ __all__ = [
     "UnsafeTarget",
     "address_refusal",
     "check_url",
+    "client_host",
     "doi_path",
     "embedded_ipv4",
     "host_matches",
@@ -54,6 +56,7 @@ __all__ = [
     "normalize_pmcid",
     "normalize_pmid",
     "parse_ip_literal",
+    "read_host",
     "sanitize_field",
     "sanitize_for_prompt",
     "sanitize_html",

@@ -10,6 +10,12 @@ Why each rule exists:
   are where URL parsers disagree, and a disagreement between our check and the HTTP client's
   parser is an SSRF. Every URL is rebuilt from its checked parts, so what is sent is what was
   checked.
+- Normalise, then classify: a host is read the way every normaliser on the way to the socket
+  reads it (percent-decoding, NFKC, UTS-46, IDNA 2003, IDNA's four dot separators, digits of
+  any script; see `hosts.py`), refused if any reading is a forbidden address or the readings
+  disagree, sent in its one canonical ASCII form, and read once more with the HTTP client's
+  own parsers. So `①②⑦.0.0.1`, `127\u30020.0.1` (an ideographic full stop) and
+  `%31%32%37.0.0.1` are loopback.
 - Literal IPv4 hosts are read the way `inet_aton` (and so the C library) reads them:
   `2130706433`, `0x7f000001`, `0177.0.0.1` and `127.1` all mean 127.0.0.1. IPv6 hosts are
   unwrapped when they embed an IPv4 address (`::ffff:127.0.0.1`, 6to4, NAT64, Teredo).
@@ -22,13 +28,19 @@ from __future__ import annotations
 
 import ipaddress
 import re
-import socket
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from urllib.parse import urlsplit
 
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+from app.modules.literature.safety.hosts import (
+    IPAddress,
+    NotAnAddress,
+    client_host,
+    parse_address,
+    read_host,
+    unscoped,
+)
 
 MAX_URL_CHARS = 2048
 
@@ -103,6 +115,7 @@ def embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
 
 def address_refusal(ip: IPAddress) -> Refusal | None:
     """Why connecting to `ip` is refused, or None when it is a public unicast address."""
+    ip = unscoped(ip)
     if isinstance(ip, ipaddress.IPv6Address):
         inner = embedded_ipv4(ip)
         if inner is not None:
@@ -127,27 +140,16 @@ def address_refusal(ip: IPAddress) -> Refusal | None:
     return None
 
 
-_NUMERIC_HOST = re.compile(r"^[0-9a-fx.]+$")
-_LAST_LABEL_NUMERIC = re.compile(r"(?:^|\.)(?:\d+|0x[0-9a-f]*)\.?$")
-
-
 def parse_ip_literal(host: str) -> IPAddress | None:
-    """The address a host names literally, in any spelling a C library accepts, or None for
-    a DNS name. A host that looks numeric but is no valid address raises UnsafeTarget (the URL
-    standard calls it a failed IPv4 parse; some resolvers would still map it somewhere)."""
-    candidate = host.strip().lower().removeprefix("[").removesuffix("]").rstrip(".")
+    """The address an ASCII host names literally, in any spelling a C library accepts, or None
+    for a DNS name. A host that looks numeric but is no valid address raises UnsafeTarget (the
+    URL standard calls it a failed IPv4 parse; some resolvers would still map it somewhere).
+    Unicode spellings are `hosts.read_host`'s business: this reads one ASCII form."""
+    candidate = host.strip().removeprefix("[").removesuffix("]")
     try:
-        return ipaddress.ip_address(candidate)
-    except ValueError:
-        pass
-    if ":" in candidate:
-        raise UnsafeTarget(Refusal.MALFORMED, "the host is not a valid IPv6 address")
-    if _NUMERIC_HOST.match(candidate) and _LAST_LABEL_NUMERIC.search(candidate):
-        try:
-            return ipaddress.IPv4Address(socket.inet_aton(candidate))
-        except OSError:
-            raise UnsafeTarget(Refusal.MALFORMED, "the host is not a valid IPv4 address") from None
-    return None
+        return parse_address(candidate)
+    except NotAnAddress as invalid:
+        raise UnsafeTarget(Refusal.MALFORMED, str(invalid)) from None
 
 
 # --- policy ---------------------------------------------------------------------------------
@@ -196,11 +198,15 @@ class Target:
 
 
 _FORBIDDEN_URL_CHARS = re.compile(r"[\x00-\x1f\x7f\\]")
-_HOST_CHARS = re.compile(r"^[a-z0-9._-]+$")
 
 
 def check_url(url: str, policy: EgressPolicy) -> Target:
-    """Every check that can be made before resolving the host; raises UnsafeTarget."""
+    """Every check that can be made before resolving the host; raises UnsafeTarget.
+
+    The host is normalised first, in every way a party on the way to the socket normalises it
+    (`hosts.read_host`), and refused if any reading of it is a forbidden address or if the
+    readings disagree; the URL is rebuilt with its one canonical ASCII form, and that form is
+    read again with the HTTP client's own parsers before it is accepted."""
     if len(url) > MAX_URL_CHARS:
         raise UnsafeTarget(Refusal.MALFORMED, f"the URL is longer than {MAX_URL_CHARS} characters")
     url = url.strip().replace(" ", "%20")
@@ -219,31 +225,41 @@ def check_url(url: str, policy: EgressPolicy) -> Target:
     raw_host = parts.hostname or ""
     if not raw_host:
         raise UnsafeTarget(Refusal.MALFORMED, "the URL has no host")
-    ip = parse_ip_literal(raw_host)
+    reading = read_host(raw_host, bracketed=parts.netloc.startswith("["))
+    for address in sorted(reading.addresses, key=str):  # any forbidden reading refuses
+        policy.check_address(address.compressed, address)
+    if reading.ambiguous is not None:
+        raise UnsafeTarget(Refusal.MALFORMED, reading.ambiguous)
+    ip = reading.address
     if ip is not None:
+        if reading.zone:
+            raise UnsafeTarget(Refusal.MALFORMED, "IPv6 zones are not fetched")
         host = ip.compressed
         authority = f"[{host}]" if ip.version == 6 else host
-        policy.check_address(host, ip)
         if policy.allowed_hosts and not host_matches(host, policy.allowed_hosts):
             raise UnsafeTarget(Refusal.NOT_ALLOWED, "the host is not in the egress allowlist")
     else:
-        host = _ascii_host(raw_host)
-        authority = host
+        assert reading.name is not None  # neither an address nor ambiguous: a name
+        host = authority = reading.name
         policy.check_host_name(host)
     if port is not None:
         authority += f":{port}"
     path = parts.path or "/"
     rebuilt = f"{scheme}://{authority}{path}" + (f"?{parts.query}" if parts.query else "")
+    _check_client_reading(rebuilt, host, ip)
     default_port = 443 if scheme == "https" else 80
     return Target(rebuilt, scheme, host, port or default_port, ip)
 
 
-def _ascii_host(host: str) -> str:
-    host = host.rstrip(".")
-    try:
-        ascii_host = host.encode("idna").decode("ascii").lower()
-    except UnicodeError:
-        raise UnsafeTarget(Refusal.MALFORMED, "the host is not a valid domain name") from None
-    if not _HOST_CHARS.match(ascii_host) or ".." in ascii_host:
-        raise UnsafeTarget(Refusal.MALFORMED, "the host is not a valid domain name")
-    return ascii_host
+def _check_client_reading(url: str, host: str, ip: IPAddress | None) -> None:
+    """The rebuilt URL must reach the HTTP client with exactly the host that was checked."""
+    seen = client_host(url)
+    if ip is None:
+        same = seen == host
+    else:
+        try:
+            same = seen is not None and parse_address(seen) == ip
+        except NotAnAddress:
+            same = False
+    if not same:
+        raise UnsafeTarget(Refusal.MALFORMED, "the HTTP client would read the host differently")
