@@ -10,6 +10,7 @@ import sys
 from pydantic import ValidationError
 
 from app.core.logging import configure_logging
+from app.core.masking import mask_url
 from app.core.settings import Settings
 
 
@@ -35,10 +36,11 @@ def serve(args: argparse.Namespace) -> int:
     port = args.port if args.port is not None else settings.port
     configured = [n.value for n in settings.ai_provider_priority if settings.provider(n).configured]
     logging.getLogger("app").info(
-        "starting host=%s port=%s providers_configured=%s",
+        "starting host=%s port=%s providers_configured=%s ledger=%s",
         host,
         port,
         ",".join(configured) or "none",
+        mask_url(settings.database_url),
     )
     try:
         app = create_app(settings)

@@ -233,16 +233,28 @@ class BudgetGuard:
             task.add_done_callback(self._background.discard)
 
     async def _post(self, payload: dict[str, object]) -> None:
-        """Fire and forget, bounded in time; a failing webhook is logged, never raised."""
+        """Fire and forget, bounded in time; a failing webhook is logged, never raised.
+
+        Sent straight to a transport (no proxies or netrc from the environment either):
+        httpx's client logs every request URL at INFO, and a webhook URL carries its token."""
         assert self._webhook is not None
+        failure: str | None = None
         try:
-            async with httpx.AsyncClient(timeout=self._webhook_timeout, trust_env=False) as client:
-                response = await client.post(self._webhook, json=payload)
-                response.raise_for_status()
-        except (httpx.HTTPError, OSError) as exc:
+            async with (
+                asyncio.timeout(self._webhook_timeout),
+                httpx.AsyncHTTPTransport(retries=0) as transport,
+            ):
+                request = httpx.Request("POST", self._webhook, json=payload)
+                response = await transport.handle_async_request(request)
+                await response.aclose()
+            if not response.is_success:
+                failure = f"HTTP {response.status_code}"
+        except (httpx.HTTPError, httpx.InvalidURL, OSError, TimeoutError) as exc:
+            failure = type(exc).__name__
+        if failure is not None:
             log.error(
                 "budget alert webhook failed: %s url=%s",
-                type(exc).__name__,
+                failure,
                 mask_url(self._webhook, hide_path=True),
             )
 
