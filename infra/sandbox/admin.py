@@ -19,6 +19,9 @@ from .state import STATE
 if TYPE_CHECKING:
     from .catalog import Provider
 
+# The request recorder's own endpoint; requests to it are not recorded.
+RECORDER_PATH = "/_requests"
+
 
 def _json(data: Any, status: int = 200) -> web.Response:
     return web.json_response(data, status=status)
@@ -127,6 +130,16 @@ async def get_last(request: web.Request) -> web.Response:
     return _json(last)
 
 
+async def get_requests(request: web.Request) -> web.Response:
+    """Every request received since the last ``DELETE /_requests``, oldest first."""
+    return _json(list(request.app[STATE].received))
+
+
+async def clear_requests(request: web.Request) -> web.Response:
+    request.app[STATE].received.clear()
+    return _json({"ok": True})
+
+
 async def get_config(request: web.Request) -> web.Response:
     """The catalog in effect: which keys and models each upstream accepts."""
     catalog = request.app[STATE].catalog
@@ -157,4 +170,6 @@ def admin_routes() -> list[web.RouteDef]:
         web.get("/_stats", get_stats),
         web.post("/_stats/reset", reset_stats),
         web.get("/_last/{provider}", get_last),
+        web.get(RECORDER_PATH, get_requests),
+        web.delete(RECORDER_PATH, clear_requests),
     ]

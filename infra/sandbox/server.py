@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Final
 
 from aiohttp import web
 
-from .admin import admin_routes
+from .admin import RECORDER_PATH, admin_routes
 from .catalog import Catalog, load_catalog
 from .literature import mount_literature
 from .state import STATE, SandboxState
@@ -24,14 +24,24 @@ from .upstreams import upstream_routes
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
+    from aiohttp.typedefs import Handler
+
 MAX_REQUEST_BYTES: Final = 64 * 1024 * 1024  # full-text prompts can be large
 SHUTDOWN_TIMEOUT_S: Final = 1.0
 
 
 def build_app(catalog: Catalog | None = None) -> web.Application:
     """The sandbox as an ``aiohttp.web.Application`` (state under ``app[STATE]``)."""
-    app = web.Application(client_max_size=MAX_REQUEST_BYTES)
     state = SandboxState(catalog=catalog or load_catalog(), shutdown=asyncio.Event())
+
+    @web.middleware
+    async def record(request: web.Request, handler: Handler) -> web.StreamResponse:
+        """Every request is recorded before anything (routing included) can refuse it."""
+        if request.path != RECORDER_PATH:
+            state.record_request(request)
+        return await handler(request)
+
+    app = web.Application(client_max_size=MAX_REQUEST_BYTES, middlewares=[record])
     app[STATE] = state
 
     async def release_hangs(_: web.Application) -> None:

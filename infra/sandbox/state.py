@@ -7,9 +7,9 @@ access happens on the event loop thread, so plain dicts/Counters need no locks.
 from __future__ import annotations
 
 import time
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from aiohttp import web
 
@@ -21,6 +21,10 @@ if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
 
 NO_KEY = "<none>"
+# Requests kept by the recorder (oldest dropped first): plenty for one test's window.
+RECEIVED_MAX: Final = 10_000
+# Headers and query parameters that carry a provider key, on any of the four APIs.
+_KEY_HEADERS: Final = frozenset({"authorization", "api-key", "x-goog-api-key"})
 
 
 def fingerprint(key: str) -> str:
@@ -74,6 +78,26 @@ class SandboxState:
         default_factory=lambda: {p: ProviderStats() for p in PROVIDERS}
     )
     last: dict[Provider, dict[str, Any]] = field(default_factory=dict)
+    # Every request the server received, as sent (see `record_request`); only
+    # `DELETE /_requests` forgets them, so a request that resets the counters or the chaos
+    # (which a gateway must never be tricked into sending) still leaves its trace.
+    received: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=RECEIVED_MAX))
+
+    def record_request(self, request: web.Request) -> None:
+        """Keep what reached the server: method, the raw request target (before any
+        decoding or dot-segment handling, so `..` and `%2e%2e` show as sent), the decoded
+        path, and whether a provider key came with it (never the key itself)."""
+        self.received.append(
+            {
+                "method": request.method,
+                "raw_path": request.raw_path,
+                "path": request.path,
+                "host": request.host,
+                "with_key": any(h.lower() in _KEY_HEADERS for h in request.headers)
+                or "key" in request.query,
+                "at": time.time(),
+            }
+        )
 
     def reset_stats(self) -> None:
         """Zero the counters and forget the last requests."""
