@@ -101,3 +101,26 @@ def test_check_config_reports_bad_variable_without_its_value(
         main(["check-config"])
     assert exit_info.value.code == 2
     assert "AI_PROVIDER_PRIORITY" in capsys.readouterr().err
+
+
+def test_cache_scope_and_admin_callers_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("GATEWAY_API_KEYS", "alice:alice-key-0001, ops:ops-key-00001")
+    assert Settings().ai_cache_scope == "caller"  # per caller unless asked otherwise
+    assert Settings().gateway_admin_callers == []
+    monkeypatch.setenv("AI_CACHE_SCOPE", "shared")
+    monkeypatch.setenv("GATEWAY_ADMIN_CALLERS", " ops ")
+    settings = Settings()
+    assert (settings.ai_cache_scope, settings.gateway_admin_callers) == ("shared", ["ops"])
+    monkeypatch.setenv("AI_CACHE_SCOPE", "global")
+    with pytest.raises(ValidationError):
+        Settings()
+
+
+def test_an_admin_caller_without_a_key_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A typo in GATEWAY_ADMIN_CALLERS must not pass silently (nobody would be admin)."""
+    monkeypatch.setenv("GATEWAY_API_KEYS", "alice:alice-key-0001")
+    monkeypatch.setenv("GATEWAY_ADMIN_CALLERS", "alice,opps")
+    with pytest.raises(ValidationError, match="'opps'"):
+        Settings()
