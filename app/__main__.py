@@ -26,8 +26,12 @@ def _settings() -> Settings:
 
 
 def serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
+    from app.core.server import (
+        DescriptorBudgetError,
+        connection_limits,
+        descriptor_limit_for,
+        run_server,
+    )
     from app.main import ConfigurationError, create_app
 
     settings = _settings()
@@ -43,19 +47,16 @@ def serve(args: argparse.Namespace) -> int:
         mask_url(settings.database_url),
     )
     try:
+        # Slow and idle clients are bounded (app.core.server): the numbers come first, so a
+        # descriptor limit too low for the pools is a configuration error, not a late EMFILE.
+        limits = connection_limits(settings, descriptor_limit_for(settings))
         app = create_app(settings)
-    except ConfigurationError as exc:
+    except (ConfigurationError, DescriptorBudgetError) as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
-    uvicorn.run(
-        app,
-        host=host,
-        port=port,
-        log_level=settings.log_level.lower(),
-        access_log=False,
-        timeout_graceful_shutdown=30,
+    return run_server(
+        app, host=host, port=port, limits=limits, log_level=settings.log_level.lower()
     )
-    return 0
 
 
 def check_config(_: argparse.Namespace) -> int:
