@@ -112,6 +112,11 @@ def openai_error_response(request: Request[Any, Any, Any], exc: Exception) -> Re
         "param": param,
         "code": body["type"].removeprefix(PROBLEM_BASE),
     }
+    # A module error may name OpenAI's own fields for its case (an unpriced model is OpenAI's
+    # invalid_request_error / model_not_found on `model`), so the SDKs raise what they would.
+    overrides = getattr(exc, "openai_error", None)
+    if isinstance(overrides, dict):
+        error.update(overrides)
     return Response({"error": error}, status_code=status, headers=headers)
 
 
@@ -158,7 +163,7 @@ def openai_error_responses(*statuses: int) -> dict[int, ResponseSpec]:
 _DESCRIPTIONS = {
     400: "The request is invalid; `detail` says what to fix",
     401: "Missing or unknown API key",
-    404: "The pinned model does not exist at its provider",
+    404: "The pinned model does not exist at its provider, or has no price (unpriced-model)",
     413: "The request is too large",
     429: "Too many requests; see Retry-After",
     503: "No provider could answer; see Retry-After",

@@ -5,7 +5,12 @@ ProviderError (internal, raised by adapters, never shown as-is)
                        bad_response | auth | bad_request | not_found
 GatewayError (app.core.errors)
 ├── UnknownModel (400)            alias or model name we cannot route
+├── ModelNotFound (404)           the pinned model does not exist at its provider
+├── UnpricedModel (404)           a paid provider's model missing from the price table, refused
+│                                 before any upstream call (AI_ALLOW_UNPRICED_MODELS=false); on
+│                                 the OpenAI route: invalid_request_error / model_not_found
 ├── UpstreamRejected (400)        a provider refused the request itself (bad_request)
+├── BudgetExceeded (429)          every provider that could answer is over a daily budget
 ├── AllProvidersFailed (503)      every provider failed or was skipped; lists reasons
 └── DeadlineExceeded (504)        the request's overall deadline ran out first
 """
@@ -13,6 +18,7 @@ GatewayError (app.core.errors)
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import ClassVar
 
 from app.core.errors import (
     GatewayError,
@@ -89,6 +95,23 @@ class ModelNotFound(GatewayError):
     status = 404
     slug = "model-not-found"
     title = "Model not found"
+
+
+class UnpricedModel(GatewayError):
+    """A paid provider's model the price table does not price. Booking it at 0 would make it
+    free and pass every budget; so it is refused unless AI_ALLOW_UNPRICED_MODELS is set.
+
+    404, as OpenAI answers a model it will not serve, and with OpenAI's own error fields on
+    the OpenAI route, so its SDKs raise NotFoundError with code model_not_found."""
+
+    status = 404
+    slug = "unpriced-model"
+    title = "Model has no price"
+    openai_error: ClassVar[dict[str, str]] = {
+        "type": "invalid_request_error",
+        "param": "model",
+        "code": "model_not_found",
+    }
 
 
 class UpstreamRejected(GatewayError):

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from app.core.settings import ProviderName, RoutingStrategy, Settings
 from app.modules.ai.errors import UnknownModel
-from app.modules.ai.pricing import PriceTable
+from app.modules.ai.pricing import MODEL_FAMILIES, PriceTable
 
 ALIASES = ("fast", "quality")
 
@@ -79,9 +79,9 @@ class Router:
                 return Route(name, (model,))
         if self._settings.azure.deployment and model == self._settings.azure.model:
             return Route(ProviderName.AZURE, (self._settings.azure.deployment,))
-        if model.startswith(("gpt-", "o1", "o3", "o4")):
+        if model.startswith(MODEL_FAMILIES[ProviderName.OPENAI]):
             return Route(ProviderName.OPENAI, (model,))
-        if model.startswith("gemini-"):
+        if model.startswith(MODEL_FAMILIES[ProviderName.GEMINI]):
             return Route(ProviderName.GEMINI, (model,))
         raise UnknownModel(
             f"unknown model {model!r}: use an alias ({', '.join(ALIASES)}), a model name such "

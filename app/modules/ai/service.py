@@ -31,11 +31,12 @@ from app.modules.ai.errors import (
     FailureKind,
     ModelNotFound,
     ProviderError,
+    UnpricedModel,
     UpstreamRejected,
 )
 from app.modules.ai.metrics import AIMetrics
 from app.modules.ai.overhead import add_upstream_wait
-from app.modules.ai.pricing import TOKENS_PER_PRICE_UNIT, PriceTable
+from app.modules.ai.pricing import PRICE_SETTINGS, TOKENS_PER_PRICE_UNIT, PriceTable
 from app.modules.ai.providers.tokens import estimate_tokens
 from app.modules.ai.resilience import GuardedProvider, ProviderSkipped
 from app.modules.ai.resilience.guard import MayRetry, ProviderGuards
@@ -48,6 +49,8 @@ DEFAULT_RETRY_AFTER_S = 1.0
 # Tokens the chat templates add per message, on top of the text (upper bound).
 MESSAGE_OVERHEAD_TOKENS = 8
 BUDGET_SKIP = "budget_exceeded"
+# A paid provider's model the price table does not price (AI_ALLOW_UNPRICED_MODELS=false).
+UNPRICED_SKIP = "unpriced_model"
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +61,7 @@ class ProviderVerdict:
     reason: str
     retry_after_s: float | None
     budget_blocked: bool = False
+    unpriced: bool = False
 
 
 R = TypeVar("R")
@@ -117,9 +121,7 @@ class UnifiedAIService:
         AllProvidersFailed or DeadlineExceeded (all GatewayError, mapped to problem+json)."""
         call = self._new_call(request, context, deadline_s)
         plan = self._router.plan(request.model, request.strategy)  # 400 before anything else
-        response, hit = await self._cache.get_or_compute(
-            request, lambda: self._call(plan, call), plan=plan, caller=call.context.caller
-        )
+        response, hit = await self._cache.get_or_compute(request, lambda: self._call(plan, call))
         if not hit:
             return response
         latency_ms = (self._clock.monotonic() - call.started) * 1000
@@ -224,6 +226,8 @@ class UnifiedAIService:
     ) -> Exception:
         extra = {"providers": _reasons(verdicts), "attempts": _attempts(attempts)}
         pinned = call.request.model not in ALIASES
+        if verdicts and all(v.unpriced for v in verdicts):
+            return self._unpriced(plan, call, pinned, attempts)
         if pinned and attempts and all(a.error_type == FailureKind.NOT_FOUND for a in attempts):
             return ModelNotFound(
                 f"{plan[0].provider.value} has no model {plan[0].models[0]!r}; use an alias "
@@ -245,6 +249,21 @@ class UnifiedAIService:
             extra=extra,
         )
 
+    def _unpriced(
+        self, plan: list[Route], call: _Call, pinned: bool, attempts: list[Attempt]
+    ) -> UnpricedModel:
+        """Every model the request could use is unpriced: refused, nothing was sent."""
+        if pinned:
+            refusal = self._prices.refusal(plan[0].provider, plan[0].models[0])
+        else:
+            refusal = UnpricedModel(
+                f"no model of {call.request.model!r} has a price, and the gateway never books a "
+                f"paid model as free: add their prices to the price table ({PRICE_SETTINGS}), "
+                "or set AI_ALLOW_UNPRICED_MODELS=true"
+            )
+        refusal.extra = {"attempts": _attempts(attempts)}
+        return refusal
+
     async def _try_provider(
         self,
         guard: GuardedProvider,
@@ -258,7 +277,14 @@ class UnifiedAIService:
         next model, faults of the provider itself move on to the next provider."""
         verdict = ProviderVerdict(guard.name, "no model tried", None)
         for model in models:
-            worst_case = self._worst_case_usd(call.request, self._prices.price(guard.name, model))
+            quote = self._prices.quote(guard.name, model)
+            if quote is None:  # never free by default: refused before any upstream call
+                attempts.append(Attempt(guard.name, model, AttemptOutcome.SKIPPED, UNPRICED_SKIP))
+                verdict = ProviderVerdict(
+                    guard.name, f"no price for {model} ({PRICE_SETTINGS})", None, unpriced=True
+                )
+                continue
+            worst_case = self._worst_case_usd(call.request, quote.price)
             reservation = self._budget.reserve(guard.name, call.context.caller, worst_case)
             if isinstance(reservation, Blocked):
                 attempts.append(Attempt(guard.name, model, AttemptOutcome.SKIPPED, BUDGET_SKIP))
@@ -389,10 +415,11 @@ class UnifiedAIService:
         self._record_call(call, attempts)
         return prompt, completion
 
-    def _worst_case_usd(self, request: CompletionRequest, price: ModelPrice | None) -> float:
+    def _worst_case_usd(self, request: CompletionRequest, price: ModelPrice) -> float:
         """An upper bound of the call's cost: every UTF-8 byte of the prompt as a token (no
-        BPE token is shorter than a byte) and the whole max_tokens as output."""
-        if price is None or (price.input == 0 and price.output == 0):
+        BPE token is shorter than a byte) and the whole max_tokens as output. Only a price
+        the table sets to 0 makes it 0; an unpriced model never gets here at 0."""
+        if price.input == 0 and price.output == 0:
             return 0.0
         prompt = sum(len(m.content.encode()) + MESSAGE_OVERHEAD_TOKENS for m in request.messages)
         completion = request.max_tokens or self._settings.ai_max_tokens_limit
@@ -417,12 +444,18 @@ class UnifiedAIService:
                 cost_usd=a.cost_usd,
                 duration_ms=a.latency_ms,
                 error_message=a.error_message,
+                price_estimated=a.model is not None and self._estimated(a.provider, a.model),
                 metadata={"attempt": number, "strategy": _strategy(call.request)},
                 created_at=now,
             )
             for number, a in enumerate(attempts, start=1)
             if a.outcome is not AttemptOutcome.SKIPPED
         ]
+
+    def _estimated(self, provider: ProviderName, model: str) -> bool:
+        """The model has no price of its own and was booked at its provider's worst price."""
+        quote = self._prices.quote(provider, model)
+        return quote is not None and quote.estimated
 
     def _cache_row(self, call: _Call, response: AIResponse, latency_ms: float) -> UsageRow:
         return UsageRow(

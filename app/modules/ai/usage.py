@@ -31,6 +31,7 @@ from sqlalchemy import (
     Table,
     Text,
     case,
+    false,
     func,
     insert,
     select,
@@ -67,6 +68,9 @@ llm_usage_logs = Table(
     Column("cost_usd", Float, nullable=False, default=0.0),
     Column("duration_ms", Float, nullable=False, default=0.0),
     Column("cached", Boolean, nullable=False, default=False),
+    # The model had no price of its own and was booked at its provider's worst known price
+    # (AI_ALLOW_UNPRICED_MODELS); its cost_usd is an upper estimate, not the provider's bill.
+    Column("price_estimated", Boolean, nullable=False, default=False, server_default=false()),
     Column("error_message", Text, nullable=True),
     Column("metadata", JSON, nullable=True),
     Column("created_at", DateTime(timezone=True), nullable=False, index=True),
@@ -94,6 +98,7 @@ class UsageRow:
     duration_ms: float = 0.0
     cached: bool = False
     error_message: str | None = None
+    price_estimated: bool = False
     metadata: dict[str, Any] = field(default_factory=dict)
     id: str = field(default_factory=random_hex)
 
@@ -117,6 +122,7 @@ class UsageRow:
             "duration_ms": round(self.duration_ms, 3),
             "cached": self.cached,
             "error_message": self.error_message,
+            "price_estimated": self.price_estimated,
             "metadata": self.metadata,
             "created_at": self.created_at,
         }
