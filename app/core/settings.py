@@ -320,6 +320,23 @@ class Settings(BaseSettings):
     port: int = Field(default=8000, ge=0, le=65535)
     log_level: str = "INFO"
 
+    # --- the HTTP server's bounds on slow and idle clients (app.core.server) --------------------
+    # From the connection (or a later request's first byte) to the end of its headers; bytes
+    # trickling in do not extend it (slowloris). Real clients send headers in one packet.
+    http_header_timeout_s: float = Field(default=10.0, gt=0, le=300)
+    # From the end of the headers to the end of the body: 8 MiB (the largest body limit) at
+    # about 1.2 Mbit/s.
+    http_body_timeout_s: float = Field(default=60.0, gt=0, le=3600)
+    # An idle kept-alive connection is closed after this (uvicorn's default).
+    http_keepalive_timeout_s: float = Field(default=5.0, gt=0, le=300)
+    # Open client connections at most; lowered at start to what RLIMIT_NOFILE leaves after the
+    # upstream pools, the database and the listen backlog. At the cap a new connection evicts
+    # the one waiting longest without a request in flight.
+    http_max_connections: int = Field(default=4096, ge=8, le=1_000_000)
+    # Requests in flight at most (None: three quarters of the connection cap); past it a
+    # request is answered 503 at once.
+    http_limit_concurrency: int | None = Field(default=None, ge=1)
+
     # Callers: GATEWAY_API_KEYS=name1:key1,name2:key2. Without keys the service refuses to
     # start unless GATEWAY_AUTH=disabled.
     gateway_api_keys: Annotated[dict[str, SecretStr], NoDecode] = Field(default_factory=dict)
@@ -405,10 +422,6 @@ class Settings(BaseSettings):
     ai_pricing_file: str | None = None
     # Price overrides, JSON: {"model": {"input": 0.15, "output": 0.6}} (USD per 1M tokens).
     ai_prices: dict[str, ModelPrice] = Field(default_factory=dict)
-    # A paid provider's model missing from the price table is refused (404 before any upstream
-    # call) unless this is true; then it is reserved and booked at that provider's most
-    # expensive known price and its ledger rows are flagged price_estimated.
-    ai_allow_unpriced_models: bool = False
     # A paid provider's model missing from the price table is refused (404 before any upstream
     # call) unless this is true; then it is reserved and booked at that provider's most
     # expensive known price and its ledger rows are flagged price_estimated.
