@@ -26,7 +26,6 @@ import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cache
-from urllib.parse import quote
 
 import idna
 from hypothesis import strategies as st
@@ -192,7 +191,9 @@ def respell(text: str, pick: Pick, *, chunk: Callable[[], bool], keep: Callable[
 
 
 def percent_encode_some(host: str, chosen: Callable[[], bool]) -> str:
-    return "".join(quote(c, safe="") if chosen() else c for c in host)
+    """Each chosen character as its UTF-8 bytes in %XX form (digits and dots too, which
+    `urllib.parse.quote` would leave alone)."""
+    return "".join("".join(f"%{byte:02X}" for byte in c.encode()) if chosen() else c for c in host)
 
 
 @st.composite
@@ -257,6 +258,8 @@ def sample_spellings(rng: random.Random, addresses: Sequence[str]) -> list[Spell
             samples.append(Spelled(ip, host, f"{parts} {radix} parts: {text}"))
     ip = ipaddress.IPv4Address(addresses[0])
     samples.append(Spelled(ip, percent_encode_some(str(ip), lambda: True), "percent-encoded"))
+    fullwidth = percent_encode_some(in_family(str(ip), families[1]), lambda: rng.random() < 0.5)
+    samples.append(Spelled(ip, fullwidth, f"{families[1]}, percent-encoded in part"))
     samples.append(Spelled(ip, in_family(str(ip), families[0]) + ".", "trailing dot"))
     samples.append(
         Spelled(ip, str(ip)[:1] + rng.choice(t.ignorables) + str(ip)[1:], "an ignorable")

@@ -10,6 +10,7 @@ tests/integration/test_fulltext_ssrf_unicode.py."""
 from __future__ import annotations
 
 import ipaddress
+import socket
 
 import httpx
 import pytest
@@ -26,6 +27,7 @@ from app.modules.literature.safety import (
     client_host,
     read_host,
 )
+from app.modules.literature.safety.hosts import parse_address
 from tests.support.spellings import (
     forbidden_ipv4,
     in_family,
@@ -255,3 +257,18 @@ def test_readings_of_names_and_addresses() -> None:
     encoded = read_host("%31%32%37.0.0.1")
     assert encoded.addresses == {ipaddress.ip_address("127.0.0.1")}
     assert encoded.address is None  # never sent: percent-encoded hosts are refused
+
+
+@settings(max_examples=500)
+@given(st.text(st.sampled_from("0123456789abcdefx."), min_size=1, max_size=20))
+@example("0x7f.1")
+@example("017700000001")
+def test_every_number_the_c_library_reads_as_an_address_we_read_as_the_same(host: str) -> None:
+    """glibc's inet_aton is what getaddrinfo applies to a numeric host; our reading of ASCII
+    numbers (written out, since glibc also takes trailing garbage) must never differ from it
+    where it answers."""
+    try:
+        c_reading = ipaddress.IPv4Address(socket.inet_aton(host))
+    except OSError:
+        return
+    assert parse_address(host) == c_reading

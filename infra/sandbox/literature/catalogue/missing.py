@@ -11,6 +11,10 @@ from ..text import make_article
 from .helpers import NO, landing_page, paper, resolve, unpaywall
 
 HUGE_PAGE_BYTES = 12 * 1024 * 1024
+# 169.254.169.254 in fullwidth digits with ideographic full stops.
+UNICODE_METADATA_HOST = "".join(
+    chr(0xFF10 + int(c)) if c.isdigit() else "\u3002" for c in "169.254.169.254"
+)
 
 
 def negatives(c: Catalogue) -> None:
@@ -82,6 +86,20 @@ def negatives(c: Catalogue) -> None:
         "the DOI redirects to the cloud metadata address: refused",
         NO,
         doi="10.5555/evil.0039",
+    )
+    # The same, spelled the way the SSRF report did: the publisher's page answers 302 with
+    # the metadata address in fullwidth digits and ideographic full stops (U+FF10.., U+3002).
+    c.dois["10.5555/evil-unicode.0043"] = u(h.SOCIETY, "/article/43")
+    c.add(
+        u(h.SOCIETY, "/article/43"),
+        Redirect(f"http://{UNICODE_METADATA_HOST}/latest/meta-data/iam/security-credentials/"),
+    )
+    paper(
+        c,
+        "neg-unicode-metadata-ssrf",
+        "the publisher redirects to the metadata address spelled in fullwidth digits: refused",
+        NO,
+        doi="10.5555/evil-unicode.0043",
     )
     c.dois["10.5555/down.0040"] = u(h.DOWN, "/article/40")
     c.add(u(h.DOWN, "/article/40"), Status(503, "Service Unavailable"))
