@@ -7,9 +7,11 @@ read proxies or netrc from the environment and never retry on their own: the gua
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from functools import lru_cache
 from typing import Any
+from urllib.parse import quote, unquote
 
 import httpx
 from httpx_aiohttp import AiohttpTransport
@@ -20,12 +22,35 @@ DEFAULT_BODY_CAP_BYTES = 8 * 1024 * 1024
 # (httpx advertises br and zstd when their modules import). The body is decoded by httpx,
 # chunk by chunk, and the cap counts decoded bytes: a small gzip bomb cannot fill memory.
 ACCEPT_ENCODING = "gzip"
-# Distinct paths per client are bounded by configuration (models, deployments), not callers.
+# Paths resolved and kept per client. Pinned model names make them caller-chosen (within the
+# strict name rule), so the cache is what bounds them.
 _URL_CACHE_SIZE = 1024
+# A relative path we agree to send: non-empty segments of RFC 3986 pchars (unreserved,
+# sub-delims, ':', '@', percent-escapes), separated by single '/'. No '?', '#', '\\', spaces,
+# non-ASCII, leading '/' (a network-path reference names another host) or empty segment.
+_PCHARS = r"(?:[A-Za-z0-9\-._~!$&'()*+,;=:@]|%[0-9A-Fa-f]{2})+"
+_SAFE_PATH = re.compile(rf"{_PCHARS}(?:/{_PCHARS})*")
+_DOT_SEGMENTS = frozenset({".", ".."})
 
 
 class BodyTooLarge(Exception):
     """The upstream sent more than we agreed to read."""
+
+
+class UnsafeUpstreamPath(ValueError):
+    """A path (or a segment for one) that could leave the endpoint it was built for."""
+
+
+def path_segment(value: str) -> str:
+    """`value` as exactly one URL path segment.
+
+    Every character outside RFC 3986's unreserved set is percent-encoded, so `/ ? # % \\`
+    and non-ASCII cannot end the segment, the path, or start a query or fragment. `.` and `..`
+    are refused: they are unreserved, stay dots when encoded, and would climb the path. Model
+    names are validated long before this; this is the last line, in the adapters."""
+    if not value or value in _DOT_SEGMENTS:
+        raise UnsafeUpstreamPath("an empty or dot segment cannot name an upstream resource")
+    return quote(value, safe="")
 
 
 class UpstreamClient(httpx.AsyncClient):
@@ -51,7 +76,24 @@ class UpstreamClient(httpx.AsyncClient):
         return await self._upstream.handle_async_request(request)
 
     def _absolute_url(self, path: str, query: tuple[tuple[str, str], ...]) -> httpx.URL:
-        url = self.base_url.join(path)  # base_url always ends in "/" in httpx
+        """`path` under the base URL, refused unless it stays exactly where it was written.
+
+        httpx's join resolves `..`, turns `?`/`#` into a query or fragment and a leading `//`
+        into another host; any of those would send our key to another endpoint. So the path
+        must be plain pchars with no dot segment (also percent-encoded ones, which some
+        servers decode), and the joined URL must be the base URL with the path appended."""
+        if not _SAFE_PATH.fullmatch(path) or any(
+            unquote(segment) in _DOT_SEGMENTS for segment in path.split("/")
+        ):
+            raise UnsafeUpstreamPath("the upstream path has characters or segments not allowed")
+        base = self.base_url  # always ends in "/" in httpx
+        url = base.join(path)
+        if url.raw_path != base.raw_path + path.encode("ascii") or (
+            url.scheme,
+            url.host,
+            url.port,
+        ) != (base.scheme, base.host, base.port):
+            raise UnsafeUpstreamPath("the upstream path does not stay under the base URL")
         return url.copy_merge_params(dict(query)) if query else url
 
     def build(
@@ -63,6 +105,8 @@ class UpstreamClient(httpx.AsyncClient):
         content: bytes | None = None,
         params: Mapping[str, str] | None = None,
     ) -> httpx.Request:
+        """The request for `path` under the base URL. Raises UnsafeUpstreamPath for a path
+        that would leave it (see `_absolute_url`); build paths with `path_segment`."""
         url = self._resolve(path, tuple(params.items()) if params else ())
         return httpx.Request(
             method,

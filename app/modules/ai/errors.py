@@ -5,6 +5,8 @@ ProviderError (internal, raised by adapters, never shown as-is)
                        bad_response | auth | bad_request | not_found
 GatewayError (app.core.errors)
 ├── UnknownModel (400)            alias or model name we cannot route
+│   └── InvalidModelName (400)    a model name outside the strict name rule (it would reach
+│                                 an upstream URL path); nothing is sent
 ├── ModelNotFound (404)           the pinned model does not exist at its provider
 ├── UnpricedModel (404)           a paid provider's model missing from the price table, refused
 │                                 before any upstream call (AI_ALLOW_UNPRICED_MODELS=false); on
@@ -89,6 +91,14 @@ class ProviderError(Exception):
 class UnknownModel(InvalidRequest):
     slug = "unknown-model"
     title = "Unknown model"
+
+
+class InvalidModelName(UnknownModel):
+    """The name could never be routed safely: it would reach an upstream URL path."""
+
+    slug = "invalid-model-name"
+    title = "Invalid model name"
+    openai_error: ClassVar[dict[str, str]] = {"param": "model"}
 
 
 class ModelNotFound(GatewayError):

@@ -7,8 +7,10 @@ any upstream is called.
 from __future__ import annotations
 
 from app.core.errors import InvalidRequest
+from app.core.model_names import RULE, model_field_problem
 from app.core.settings import Settings
 from app.modules.ai.domain import ChatMessage, CompletionRequest, Role
+from app.modules.ai.errors import InvalidModelName
 from app.modules.ai.routing import ALIASES
 from app.modules.ai.schemas import ChatCompletionBody, CompletionBody
 
@@ -83,4 +85,13 @@ def _checked(request: CompletionRequest, settings: Settings) -> CompletionReques
         )
     if not request.model.strip():
         raise InvalidRequest(f"model must be an alias ({', '.join(ALIASES)}) or a model name")
+    problem = model_field_problem(request.model)
+    if problem is not None:
+        # The name is not echoed: it is the caller's text, and may be anything.
+        raise InvalidModelName(
+            f"model {problem}. A model is an alias ({', '.join(ALIASES)}), a model name or "
+            f"provider/model, made of {RULE}; a model id holds at most one '/' (as in "
+            "groq/openai/gpt-oss-20b). Dot segments, percent-escapes, '?', '#', '\\' and "
+            "non-ASCII characters are refused"
+        )
     return request

@@ -9,8 +9,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from app.core.model_names import RULE, model_id_problem
 from app.core.settings import ProviderName, RoutingStrategy, Settings
-from app.modules.ai.errors import UnknownModel
+from app.modules.ai.errors import InvalidModelName, UnknownModel
 from app.modules.ai.pricing import MODEL_FAMILIES, PriceTable
 
 ALIASES = ("fast", "quality")
@@ -68,7 +69,22 @@ class Router:
         routes = self._alias_routes.get(model)
         if routes is not None:
             return self._order(routes, model, strategy or self._settings.ai_routing_strategy)
-        return [self._pin(model)]
+        return [self._checked(self._pin(model))]
+
+    def _checked(self, route: Route) -> Route:
+        """A pinned name may reach the provider's URL path (Gemini, Azure): refuse it unless it
+        is a well-formed id for that provider. The request edge checks the same rule first;
+        this covers every caller of the service (the literature module too)."""
+        provider = route.provider
+        nested = self._settings.provider(provider).nested_model_ids
+        for model in route.models:
+            problem = model_id_problem(model, nested=nested)
+            if problem is not None:
+                raise InvalidModelName(
+                    f"the {provider.value} model name {problem}: use {RULE}"
+                    + (", with at most one '/'" if nested else ", with no '/'")
+                )
+        return route
 
     def _pin(self, model: str) -> Route:
         prefix, _, rest = model.partition("/")

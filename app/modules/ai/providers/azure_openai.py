@@ -5,7 +5,7 @@ from __future__ import annotations
 from app.core.http import UpstreamClient
 from app.core.settings import ProviderName
 from app.modules.ai.domain import CompletionRequest, ProviderReply
-from app.modules.ai.providers.base import encode_json, send
+from app.modules.ai.providers.base import encode_json, model_segment, send
 from app.modules.ai.providers.keys import ApiKey
 from app.modules.ai.providers.openai_compatible import (
     chat_payload,
@@ -20,7 +20,8 @@ from app.modules.ai.providers.streaming import ProviderStream, open_stream
 class AzureOpenAIAdapter:
     """`POST {endpoint}/openai/deployments/{deployment}/chat/completions?api-version=...`.
 
-    The `model` the service routes to is the deployment name.
+    The `model` the service routes to is the deployment name, sent as one percent-encoded
+    path segment.
     """
 
     name = ProviderName.AZURE
@@ -34,7 +35,7 @@ class AzureOpenAIAdapter:
         response, body = await send(
             self._client,
             "POST",
-            f"openai/deployments/{model}/chat/completions",
+            f"openai/deployments/{model_segment(model)}/chat/completions",
             headers={"api-key": key.secret, "content-type": "application/json"},
             params=self._params,
             content=encode_json(chat_payload(request, None)),
@@ -44,7 +45,7 @@ class AzureOpenAIAdapter:
     async def stream(self, request: CompletionRequest, model: str, key: ApiKey) -> ProviderStream:
         return await open_stream(
             self._client,
-            f"openai/deployments/{model}/chat/completions",
+            f"openai/deployments/{model_segment(model)}/chat/completions",
             auth={"api-key": key.secret},
             params=self._params,
             payload=stream_payload(request, None),

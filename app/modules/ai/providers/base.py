@@ -16,7 +16,13 @@ import aiohttp
 import httpx
 import msgspec
 
-from app.core.http import BodyTooLarge, UpstreamClient, read_capped
+from app.core.http import (
+    BodyTooLarge,
+    UnsafeUpstreamPath,
+    UpstreamClient,
+    path_segment,
+    read_capped,
+)
 from app.core.settings import ProviderName
 from app.modules.ai.domain import CompletionRequest, ProviderReply
 from app.modules.ai.errors import FailureKind, ProviderError
@@ -52,6 +58,34 @@ def encode_json(payload: Any) -> bytes:
     return _JSON_ENCODER.encode(payload)
 
 
+def model_segment(model: str) -> str:
+    """A model or deployment name as one percent-encoded URL path segment.
+
+    Names are validated at the edge and in settings; this is defence in depth, so that a name
+    that slipped through can never climb the path or add a query. A name that cannot be one
+    segment is the caller's bad request (never the provider's fault): nothing is sent."""
+    try:
+        return path_segment(model)
+    except UnsafeUpstreamPath as exc:
+        raise ProviderError(FailureKind.BAD_REQUEST, "the model name is not a valid name") from exc
+
+
+def build_request(
+    client: UpstreamClient,
+    method: str,
+    path: str,
+    *,
+    headers: Mapping[str, str],
+    content: bytes | None = None,
+    params: Mapping[str, str] | None = None,
+) -> httpx.Request:
+    """`client.build`, with a path that would leave its endpoint refused as a bad request."""
+    try:
+        return client.build(method, path, headers=headers, content=content, params=params)
+    except UnsafeUpstreamPath as exc:
+        raise ProviderError(FailureKind.BAD_REQUEST, "the upstream path is not allowed") from exc
+
+
 async def send(
     client: UpstreamClient,
     method: str,
@@ -62,7 +96,7 @@ async def send(
     params: Mapping[str, str] | None = None,
 ) -> tuple[httpx.Response, bytes]:
     """Send one request and read its capped body, turning transport faults into ProviderError."""
-    request = client.build(method, path, headers=headers, content=content, params=params)
+    request = build_request(client, method, path, headers=headers, content=content, params=params)
     try:
         response = await client.dispatch(request)
         try:
@@ -89,7 +123,7 @@ async def send_streaming(
 ) -> httpx.Response:
     """POST and return a 2xx event-stream response with its body unread; the caller closes
     it. Any other answer is read (capped), closed and raised as a classified ProviderError."""
-    request = client.build("POST", path, headers=headers, content=content, params=params)
+    request = build_request(client, "POST", path, headers=headers, content=content, params=params)
     try:
         response = await client.dispatch(request)
     except httpx.HTTPError as exc:

@@ -16,6 +16,7 @@ from app.modules.ai.providers.base import (
     decode_json,
     encode_json,
     error_code,
+    model_segment,
     nonnegative_int,
     parse_retry_after,
     require_json_content_type,
@@ -93,7 +94,8 @@ def _status_error(response: httpx.Response, body: bytes) -> ProviderError:
 
 
 class GeminiAdapter:
-    """`POST {base}/v1beta/models/{model}:generateContent` with `x-goog-api-key`."""
+    """`POST {base}/v1beta/models/{model}:generateContent` with `x-goog-api-key`; the model
+    is one percent-encoded path segment."""
 
     name = ProviderName.GEMINI
     endpoint = "generateContent"
@@ -105,7 +107,7 @@ class GeminiAdapter:
         response, body = await send(
             self._client,
             "POST",
-            f"v1beta/models/{model}:generateContent",
+            f"v1beta/models/{model_segment(model)}:generateContent",
             headers={"x-goog-api-key": key.secret, "content-type": "application/json"},
             content=encode_json(gemini_payload(request)),
         )
@@ -117,7 +119,7 @@ class GeminiAdapter:
     async def stream(self, request: CompletionRequest, model: str, key: ApiKey) -> ProviderStream:
         return await open_stream(
             self._client,
-            f"v1beta/models/{model}:streamGenerateContent",
+            f"v1beta/models/{model_segment(model)}:streamGenerateContent",
             auth={"x-goog-api-key": key.secret},
             params=_SSE,
             payload=gemini_payload(request),
