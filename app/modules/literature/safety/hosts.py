@@ -88,7 +88,7 @@ def _inet_aton(host: str) -> ipaddress.IPv4Address | None:
         else:
             digits, base = part, 10
         if digits == "" and base == 16:
-            values.append(0)  # "0x" alone is zero to inet_aton
+            values.append(0)  # "0x" is zero to the URL standard (glibc refuses it)
             continue
         try:
             values.append(int(digits, base))
@@ -192,6 +192,8 @@ def _readings(host: str) -> set[str]:
       digits, which NFKC leaves alone, as loopback).
     A normaliser that rejects the host contributes no reading: that client would not connect.
     """
+    if host.isascii():  # every normaliser only lower-cases ASCII
+        return {host.lower()}
     readings = {_nfkc(host), _lenient_uts46(host)}
     with contextlib.suppress(idna.IDNAError):
         readings.add(idna.uts46_remap(host, std3_rules=False).translate(_TO_DOTS))
