@@ -121,7 +121,9 @@ class UnifiedAIService:
         AllProvidersFailed or DeadlineExceeded (all GatewayError, mapped to problem+json)."""
         call = self._new_call(request, context, deadline_s)
         plan = self._router.plan(request.model, request.strategy)  # 400 before anything else
-        response, hit = await self._cache.get_or_compute(request, lambda: self._call(plan, call))
+        response, hit = await self._cache.get_or_compute(
+            request, lambda: self._call(plan, call), plan=plan, caller=call.context.caller
+        )
         if not hit:
             return response
         latency_ms = (self._clock.monotonic() - call.started) * 1000
