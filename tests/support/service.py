@@ -3,7 +3,9 @@ signals, restarts or a second process's view."""
 
 from __future__ import annotations
 
+import functools
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -41,6 +43,11 @@ def sandbox_env(sandbox_url: str, database_url: str, **extra: str) -> dict[str, 
     }
 
 
+def limit_descriptors(limit: int) -> None:
+    """Run in the child before exec: soft and hard limit both, so it cannot raise its own."""
+    resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+
+
 @dataclass
 class ServiceProcess:
     env: dict[str, str]
@@ -48,6 +55,8 @@ class ServiceProcess:
     process: subprocess.Popen[bytes] | None = None
     # Where the service's stdout and stderr go when a test reads its logs (None: inherited).
     log_path: Path | None = None
+    # RLIMIT_NOFILE (soft and hard) of the service process (None: inherited).
+    descriptor_limit: int | None = None
 
     @property
     def url(self) -> str:
@@ -61,6 +70,9 @@ class ServiceProcess:
             env={**base, **self.env, "PYTHONUNBUFFERED": "1"},
             stdout=None if self.log_path is None else self.log_path.open("ab"),
             stderr=None if self.log_path is None else subprocess.STDOUT,
+            preexec_fn=None
+            if self.descriptor_limit is None
+            else functools.partial(limit_descriptors, self.descriptor_limit),
         )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
