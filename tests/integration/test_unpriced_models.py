@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
+import os
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import httpx
@@ -24,7 +25,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from app.core.db import alembic_config
-from app.core.settings import ModelPrice, OpenAISettings, Settings
+from app.core.settings import ModelPrice, OpenAISettings
 from app.main import create_app
 from infra.sandbox.process import spawn_sandbox
 from tests.support.client import CALLER_KEY, gateway_client
@@ -329,9 +330,30 @@ async def test_allowed_unpriced_models_stop_at_the_budget(sandbox: Sandbox, stre
 # --- the ledger column, on an existing database ------------------------------------------
 
 
-async def test_the_migration_adds_the_flag_to_an_existing_ledger(sandbox: Sandbox) -> None:
+POSTGRES_URL = os.environ.get("TEST_POSTGRES_URL")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def empty_ledger(request: pytest.FixtureRequest) -> AsyncIterator[str]:
+    """A database with no ledger yet, on SQLite and (with TEST_POSTGRES_URL) PostgreSQL."""
+    if request.param == "sqlite":
+        yield fresh_database_url()
+        return
+    if not POSTGRES_URL:
+        pytest.skip("TEST_POSTGRES_URL is not set (.ci/run starts PostgreSQL)")
+    engine = create_async_engine(POSTGRES_URL)
+    async with engine.begin() as connection:
+        await connection.execute(text("DROP TABLE IF EXISTS llm_usage_logs"))
+        await connection.execute(text("DROP TABLE IF EXISTS alembic_version"))
+    await engine.dispose()
+    yield POSTGRES_URL
+
+
+async def test_the_migration_adds_the_flag_to_an_existing_ledger(
+    sandbox: Sandbox, empty_ledger: str
+) -> None:
     """A ledger made before the column keeps its rows (read as priced) and takes new ones."""
-    database_url = fresh_database_url()
+    database_url = empty_ledger
     # Alembic's env runs its own event loop: a thread, as app.core.db.migrate does.
     await asyncio.to_thread(command.upgrade, alembic_config(database_url), "0001")
     engine = create_async_engine(database_url)
@@ -341,16 +363,20 @@ async def test_the_migration_adds_the_flag_to_an_existing_ledger(sandbox: Sandbo
                 "INSERT INTO llm_usage_logs (id, request_id, user_id, service_name, provider,"
                 " outcome, prompt_tokens, completion_tokens, total_tokens, cost_usd,"
                 " duration_ms, cached, created_at) VALUES ('old', 'r', 'tests', 's', 'openai',"
-                " 'success', 1, 1, 2, 0.5, 1.0, 0, '2020-01-01 00:00:00')"
+                " 'success', 1, 1, 2, 0.5, 1.0, false, '2020-01-01 00:00:00+00')"
             )
         )
     await engine.dispose()
-    settings: Settings = sandbox_settings(
+    settings = sandbox_settings(
         sandbox.base_url, ai_allow_unpriced_models=True, database_url=database_url
     )
     async with gateway_client(create_app(settings)) as client:
         response = await client.post("/v1/ai/completions", json={"prompt": "x", "model": "o1"})
     assert response.status_code == 200
-    flags = {r["id"]: r["price_estimated"] for r in ledger_rows(database_url)}
-    assert flags.pop("old") == 0
-    assert list(flags.values()) == [1]
+    engine = create_async_engine(database_url)
+    async with engine.connect() as connection:
+        result = await connection.execute(text("SELECT id, price_estimated FROM llm_usage_logs"))
+        flags = {str(row[0]): bool(row[1]) for row in result}
+    await engine.dispose()
+    assert flags.pop("old") is False
+    assert list(flags.values()) == [True]
