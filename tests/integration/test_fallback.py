@@ -207,7 +207,9 @@ async def test_upstream_bad_request_goes_back_as_400_without_failover(
 
 
 async def test_pinned_model_the_provider_lacks_is_a_404(client: Client, sandbox: Sandbox) -> None:
-    response = await _ask(client, model="openai/gpt-9-imaginary")
+    # A priced model (an unpriced one is refused before any call) the upstream says it lacks.
+    sandbox.chaos("openai", missing_models=["gpt-4-turbo"])
+    response = await _ask(client, model="openai/gpt-4-turbo")
     assert response.status_code == 404
     assert response.json()["type"].endswith("/model-not-found")
     assert sandbox.completions("openai") == 1
