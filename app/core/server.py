@@ -15,7 +15,8 @@ connection, one deadline for the phase it is in:
 - body: from the end of the headers to the end of the body, `HTTP_BODY_TIMEOUT_S`;
 - idle: between requests on a kept-alive connection, `HTTP_KEEPALIVE_TIMEOUT_S`;
 
-and, per server, a table of open client connections capped below the descriptor limit. At
+each checked by one sweep per server (never a timer per request), and, per server, a table
+of open client connections capped below the descriptor limit. At
 the cap a new connection evicts the one that has waited longest without being served (still
 reading headers, or idle), so slow sockets give way to new callers and the process never
 runs out of descriptors. Requests in flight are capped by `HTTP_LIMIT_CONCURRENCY`; past it
@@ -28,6 +29,7 @@ import asyncio
 import contextlib
 import enum
 import logging
+import math
 import resource
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -89,6 +91,8 @@ class ConnectionLimits:
     header_timeout_s: float
     body_timeout_s: float
     keepalive_timeout_s: float
+    # How often deadlines are checked: each is met within one interval.
+    sweep_interval_s: float
 
 
 def reserved_descriptors(settings: Settings) -> int:
@@ -132,7 +136,18 @@ def connection_limits(settings: Settings, descriptor_limit: int) -> ConnectionLi
         header_timeout_s=settings.http_header_timeout_s,
         body_timeout_s=settings.http_body_timeout_s,
         keepalive_timeout_s=settings.http_keepalive_timeout_s,
+        sweep_interval_s=sweep_interval(settings),
     )
+
+
+def sweep_interval(settings: Settings) -> float:
+    """A tenth of the shortest deadline, between 50 ms and 1 s: close enough to each."""
+    shortest = min(
+        settings.http_header_timeout_s,
+        settings.http_body_timeout_s,
+        settings.http_keepalive_timeout_s,
+    )
+    return max(0.05, min(1.0, shortest / 10))
 
 
 def descriptor_limit_for(settings: Settings) -> int:
@@ -153,10 +168,14 @@ def descriptor_limit_for(settings: Settings) -> int:
     return soft
 
 
-class Evictable(Protocol):
-    """What the registry needs from a connection: a way to close it for a newcomer."""
+class Guarded(Protocol):
+    """What the registry needs from a connection."""
 
-    def evict(self) -> None: ...
+    def evict(self) -> None:
+        """Close it to make room for a newcomer."""
+
+    def expire_if_due(self, now: float) -> None:
+        """Close it if its current phase has outlived its deadline."""
 
 
 class ConnectionRegistry:
@@ -169,8 +188,8 @@ class ConnectionRegistry:
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
-        self._open: set[Evictable] = set()
-        self._waiting: OrderedDict[Evictable, None] = OrderedDict()
+        self._open: set[Guarded] = set()
+        self._waiting: OrderedDict[Guarded, None] = OrderedDict()
         self.evicted = 0
 
     @property
@@ -181,7 +200,7 @@ class ConnectionRegistry:
     def waiting(self) -> int:
         return len(self._waiting)
 
-    def admit(self, connection: Evictable) -> bool:
+    def admit(self, connection: Guarded) -> bool:
         """Take a new connection, evicting the longest-waiting one at the cap. False (and
         nothing registered) when every slot is serving a request."""
         if len(self._open) >= self.capacity:
@@ -195,28 +214,51 @@ class ConnectionRegistry:
         self._waiting[connection] = None
         return True
 
-    def serving(self, connection: Evictable) -> None:
+    def serving(self, connection: Guarded) -> None:
         """The connection's request reached the app: it is no longer evictable."""
         self._waiting.pop(connection, None)
 
-    def idle(self, connection: Evictable) -> None:
+    def idle(self, connection: Guarded) -> None:
         """The connection has nothing in flight again; it joins the back of the queue."""
         if connection in self._open and connection not in self._waiting:
             self._waiting[connection] = None
 
-    def forget(self, connection: Evictable) -> None:
+    def forget(self, connection: Guarded) -> None:
         self._open.discard(connection)
         self._waiting.pop(connection, None)
 
+    def expire(self, now: float) -> None:
+        """Close every connection whose phase is past its deadline."""
+        for connection in list(self._open):
+            connection.expire_if_due(now)
+
 
 class GuardedServerState(ServerState):
-    """uvicorn's per-server state plus our limits and connection table: per server
-    instance, so two servers in one process never share a slot."""
+    """uvicorn's per-server state plus our limits, connection table and deadline sweep:
+    per server instance, so two servers in one process never share a slot.
+
+    Deadlines are checked by one timer per server every `sweep_interval_s` while any
+    connection is open, not by a timer per connection: a request then costs no timer
+    operation beyond stock uvicorn's keep-alive one, and a deadline is met within one
+    interval.
+    """
 
     def __init__(self, limits: ConnectionLimits) -> None:
         super().__init__()
         self.limits = limits
         self.registry = ConnectionRegistry(limits.max_connections)
+        self._sweep: asyncio.TimerHandle | None = None
+
+    def watch(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Make sure the sweep runs (called for each new connection)."""
+        if self._sweep is None:
+            self._sweep = loop.call_later(self.limits.sweep_interval_s, self._sweep_once, loop)
+
+    def _sweep_once(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._sweep = None
+        self.registry.expire(loop.time())
+        if self.registry.open:
+            self.watch(loop)
 
 
 class Phase(enum.Enum):
@@ -228,12 +270,16 @@ class Phase(enum.Enum):
     IDLE = enum.auto()  # keepalive_timeout_s between requests
 
 
+_HEADERS, _BODY, _APP, _IDLE = Phase.HEADERS, Phase.BODY, Phase.APP, Phase.IDLE
+
+
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol with a deadline per phase and a registered slot.
 
-    Parser callbacks only note the phase and when it began; the timer is set once per
-    `data_received` (or response), so a request costs no more timer operations than stock
-    uvicorn's keep-alive timer, which this one replaces.
+    Parser callbacks only note the phase and when it began (two attribute writes); the
+    server's sweep closes connections past their deadline (see GuardedServerState).
+    uvicorn's keep-alive timer still runs; our IDLE deadline also covers the case it misses
+    (a body that finishes arriving after the response, which cancels uvicorn's timer).
     """
 
     def __init__(
@@ -246,15 +292,12 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         super().__init__(config, server_state, app_state, _loop)
         if not isinstance(server_state, GuardedServerState):
             raise TypeError("GuardedHttpToolsProtocol runs only under GuardedServer")
+        self._state = server_state
         self._limits = server_state.limits
         self._registry = server_state.registry
         self._phase = Phase.HEADERS
         self._phase_since = 0.0
-        # Bumped on every phase change; the timer is reset when it no longer matches.
-        self._epoch = 0
-        self._deadline_epoch = -1
         self._request_bytes = False  # some of the current request's bytes have arrived
-        self._deadline: asyncio.TimerHandle | None = None
 
     # --- connection -------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -266,62 +309,63 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             transport.close()
             return
         self._enter(Phase.HEADERS)
-        self._sync_deadline()
+        self._state.watch(self.loop)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._cancel_deadline()
         self._registry.forget(self)
         super().connection_lost(exc)
 
     def evict(self) -> None:
         """Closed to make room for a new connection (see ConnectionRegistry.admit)."""
-        self._cancel_deadline()
         if not self.transport.is_closing():
             self.transport.close()
 
-    def data_received(self, data: bytes) -> None:
-        super().data_received(data)
-        if self._deadline_epoch != self._epoch:
-            self._sync_deadline()
-
     def handle_websocket_upgrade(self) -> None:
-        # The socket changes hands: the websocket protocol owns its timers from here on.
-        self._cancel_deadline()
+        # The socket changes hands; the websocket protocol has its own ping timeouts.
         self._registry.forget(self)
         super().handle_websocket_upgrade()
 
-    # --- parser callbacks: note the phase, set no timer ------------------------------------
+    # --- parser callbacks: note the phase ---------------------------------------------------
+    # These run for every request, so they are written flat: no helper calls, no super()
+    # objects, module-level phase constants (each of those costs a fraction of a microsecond).
     def on_message_begin(self) -> None:
-        super().on_message_begin()
+        HttpToolsProtocol.on_message_begin(self)
         self._request_bytes = True
-        if self._phase is not Phase.HEADERS:
-            self._enter(Phase.HEADERS)
+        if self._phase is not _HEADERS:
+            self._phase = _HEADERS
+            self._phase_since = self.loop.time()
 
     def on_headers_complete(self) -> None:
         self._request_bytes = False
-        self._enter(Phase.BODY)
+        self._phase = _BODY
+        self._phase_since = self.loop.time()
         self._registry.serving(self)
         # uvicorn's own check counts open connections, which slow sockets inflate; ours
         # counts requests in flight. 0 makes uvicorn's check answer 503, None lets it pass.
         self.limit_concurrency = 0 if len(self.tasks) >= self._limits.limit_concurrency else None
-        super().on_headers_complete()
+        HttpToolsProtocol.on_headers_complete(self)
 
     def on_message_complete(self) -> None:
-        super().on_message_complete()
-        if self._phase is Phase.BODY:
-            self._enter(Phase.APP if self._serving() else Phase.IDLE)
+        HttpToolsProtocol.on_message_complete(self)
+        if self._phase is _BODY:
+            cycle = self.cycle
+            if cycle is not None and not cycle.response_complete:
+                self._phase = _APP  # no deadline of ours: no timestamp needed
+            else:
+                self._phase = _IDLE
+                self._phase_since = self.loop.time()
 
     def on_response_complete(self) -> None:
-        super().on_response_complete()
-        if self.transport.is_closing() or self._serving():
+        HttpToolsProtocol.on_response_complete(self)
+        cycle = self.cycle
+        if self.transport.is_closing() or (cycle is not None and not cycle.response_complete):
             return  # closed, or a pipelined request has just started
-        self._unset_keepalive_if_required()  # our IDLE deadline replaces uvicorn's timer
         self._registry.idle(self)
-        if self._phase is Phase.APP:
-            self._enter(Phase.IDLE)
+        if self._phase is _APP:
+            self._phase = _IDLE
+            self._phase_since = self.loop.time()
         # BODY (answered before the body was read) and HEADERS (the next request is on
         # its way) keep their deadlines.
-        self._sync_deadline()
 
     # --- deadlines ---------------------------------------------------------------------------
     def _serving(self) -> bool:
@@ -330,38 +374,20 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def _enter(self, phase: Phase) -> None:
         self._phase = phase
         self._phase_since = self.loop.time()
-        self._epoch += 1
 
-    def _timeout_for(self, phase: Phase) -> float | None:
+    def expire_if_due(self, now: float) -> None:
+        phase = self._phase
         if phase is Phase.HEADERS:
-            return self._limits.header_timeout_s
-        if phase is Phase.BODY:
-            return self._limits.body_timeout_s
-        if phase is Phase.IDLE:
-            return self._limits.keepalive_timeout_s
-        return None
-
-    def _sync_deadline(self) -> None:
-        """Set the timer for the current phase, measured from when the phase began."""
-        self._cancel_deadline()
-        if self.transport is None or self.transport.is_closing():
+            timeout = self._limits.header_timeout_s
+        elif phase is Phase.BODY:
+            timeout = self._limits.body_timeout_s
+        elif phase is Phase.IDLE:
+            timeout = self._limits.keepalive_timeout_s
+        else:
+            return  # the app has the request
+        if now - self._phase_since < timeout or self.transport.is_closing():
             return
-        timeout = self._timeout_for(self._phase)
-        self._deadline_epoch = self._epoch
-        if timeout is not None:
-            self._deadline = self.loop.call_at(self._phase_since + timeout, self._expired)
-
-    def _cancel_deadline(self) -> None:
-        if self._deadline is not None:
-            self._deadline.cancel()
-            self._deadline = None
-        self._deadline_epoch = -1
-
-    def _expired(self) -> None:
-        self._deadline = None
-        if self.transport.is_closing():
-            return
-        if self._phase is Phase.HEADERS and self._request_bytes and not self._serving():
+        if phase is Phase.HEADERS and self._request_bytes and not self._serving():
             # A request was started and not finished in time: tell the client why.
             self.transport.write(_HEADER_TIMEOUT)
         self.transport.close()
@@ -384,7 +410,7 @@ class GuardedServer(uvicorn.Server):
 def run_server(app: Any, *, host: str, port: int, limits: ConnectionLimits, log_level: str) -> int:
     """Serve `app` until a signal, as `uvicorn.run` would, on the guarded protocol.
 
-    uvicorn's `limit_concurrency` and keep-alive timer stay unused (the protocol owns both);
+    uvicorn's `limit_concurrency` stays unused (the protocol counts requests instead);
     graceful shutdown waits up to 30 s for requests in flight, as before."""
     config = uvicorn.Config(
         app,
@@ -396,6 +422,8 @@ def run_server(app: Any, *, host: str, port: int, limits: ConnectionLimits, log_
         http=GuardedHttpToolsProtocol,
         backlog=limits.backlog,
         limit_concurrency=None,
+        # uvicorn's own keep-alive timer, never shorter than ours (it takes whole seconds).
+        timeout_keep_alive=math.ceil(limits.keepalive_timeout_s),
     )
     log.info(
         "http limits max_connections=%s limit_concurrency=%s backlog=%s header_timeout_s=%s "
