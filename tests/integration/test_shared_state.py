@@ -1,0 +1,105 @@
+"""The Redis handle every shared guard goes through, against a real redis-server: scripts by
+SHA (reloaded after Redis restarts empty), short timeouts without retries, up/down with one
+reconciliation per return, and replicas counted by expiring heartbeats."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from app.core.shared import SharedState, SharedStateDown
+from tests.support.redis import RedisServer, needs_redis
+
+pytestmark = needs_redis
+
+INCR = "return redis.call('INCRBY', KEYS[1], ARGV[1])"
+
+
+@pytest.fixture
+def server() -> Iterator[RedisServer]:
+    redis_server = RedisServer().start()
+    yield redis_server
+    redis_server.stop()
+
+
+async def test_a_script_runs_by_sha_and_survives_a_restart_empty(server: RedisServer) -> None:
+    state = SharedState(server.url, prefix="t:")
+    incr = state.script(INCR)
+    try:
+        assert await state.run(incr, [state.key("n")], [2]) == 2
+        assert await state.run(incr, [state.key("n")], [3]) == 5
+        assert state.up
+        server.stop()
+        with pytest.raises(SharedStateDown):
+            await state.run(incr, [state.key("n")], [1])
+        assert not state.up
+        server.start()  # same port, nothing in it: the script is loaded again (NOSCRIPT)
+        assert await state.run(incr, [state.key("n")], [1]) == 1
+        assert state.up
+    finally:
+        await state.aclose()
+
+
+async def test_a_stalled_redis_fails_fast_and_comes_back(server: RedisServer) -> None:
+    state = SharedState(server.url, prefix="t:", timeout_s=0.05)
+    incr = state.script(INCR)
+    returns: list[bool] = []
+
+    async def reconcile() -> None:
+        returns.append(True)
+
+    state.on_up(reconcile)
+    try:
+        await state.run(incr, [state.key("n")], [1])
+        await asyncio.sleep(0)
+        assert returns == [True]
+        assert server.process is not None
+        os.kill(server.process.pid, signal.SIGSTOP)  # alive, but answers nothing
+        try:
+            started = time.perf_counter()
+            with pytest.raises(SharedStateDown):
+                await state.run(incr, [state.key("n")], [1])
+            assert time.perf_counter() - started < 0.5  # the timeout, not a retry loop
+            with pytest.raises(SharedStateDown):
+                await state.call("GET", state.key("n"))
+        finally:
+            os.kill(server.process.pid, signal.SIGCONT)
+        for _ in range(100):  # the stalled connection is dropped; a new one works
+            try:
+                await state.run(incr, [state.key("n")], [1])
+                break
+            except SharedStateDown:
+                await asyncio.sleep(0.02)
+        await asyncio.sleep(0)
+        assert state.up
+        assert returns == [True, True]  # once per return, not per call
+    finally:
+        await state.aclose()
+
+
+async def test_replicas_are_counted_by_expiring_heartbeats(server: RedisServer) -> None:
+    a = SharedState(server.url, prefix="t:", heartbeat_s=0.1, replica_id="a")
+    b = SharedState(server.url, prefix="t:", heartbeat_s=0.1, replica_id="b")
+    try:
+        await a.beat()
+        await b.beat()
+        await a.beat()
+        assert a.live_replicas == 2
+        await b.aclose()  # leaves at once
+        await a.beat()
+        assert a.live_replicas == 1
+        c = SharedState(server.url, prefix="t:", heartbeat_s=0.1, replica_id="c")
+        await c.beat()
+        await a.beat()
+        assert a.live_replicas == 2
+        await c._client.aclose()  # killed: no goodbye, its heartbeat expires (3 x 0.1 s)
+        await asyncio.sleep(0.45)
+        await a.beat()
+        assert a.live_replicas == 1
+    finally:
+        await a.aclose()
