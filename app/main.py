@@ -21,6 +21,7 @@ from app.core.db import migrate
 from app.core.metrics_endpoint import metrics
 from app.core.problems import problem_response
 from app.core.settings import Settings
+from app.core.shared import SharedState
 from app.modules.ai.budget import BudgetGuard, restore_budgets
 from app.modules.ai.controller import AIController, HealthController
 from app.modules.ai.health import HealthService
@@ -56,6 +57,9 @@ def create_app(settings: Settings | None = None, *overrides: Provider) -> Litest
 
     async def start() -> None:
         await migrate(settings.database_url)
+        shared = await container.get(SharedState | None)
+        if shared is not None:
+            await shared.start()  # up or down is known before the first request
         ledger = await container.get(UsageLedger)
         ledger.start()
         # A restart must not reset a budget: today's spend comes back from the ledger.

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import random
 
-_ids = random.Random()  # seeded from os.urandom
+_ids = random.Random()  # noqa: S311 - unique ids, not secrets; seeded from os.urandom
 os.register_at_fork(after_in_child=_ids.seed)
 
 

@@ -4,7 +4,7 @@ app's own metrics pipeline."""
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 from dishka import Provider, Scope, from_context, provide
 from litestar import Request
@@ -12,6 +12,7 @@ from litestar import Request
 from app.core.auth import ANONYMOUS, Caller
 from app.core.clock import Clock, SystemClock
 from app.core.settings import Settings
+from app.core.shared import SharedState
 from app.core.telemetry import Telemetry
 
 
@@ -39,3 +40,18 @@ class CoreModule(Provider):
         telemetry = Telemetry()
         yield telemetry
         telemetry.shutdown()
+
+    @provide
+    async def shared(self, settings: Settings) -> AsyncIterator[SharedState | None]:
+        """Redis when REDIS_URL is set; None keeps every guard's state in this process."""
+        if settings.redis_url is None:
+            yield None
+            return
+        state = SharedState(
+            settings.redis_url,
+            timeout_s=settings.redis_timeout_s,
+            prefix=settings.redis_key_prefix,
+            heartbeat_s=settings.redis_heartbeat_s,
+        )
+        yield state
+        await state.aclose()

@@ -406,6 +406,15 @@ class Settings(BaseSettings):
     database_url: str = "sqlite+aiosqlite:///./data/gateway.db"
     # SQLite only: how long a write waits for a lock before it fails (and is retried).
     database_busy_timeout_s: float = Field(default=5.0, gt=0)
+    # Shared state for several processes (workers, replicas): redis://, rediss:// or unix://.
+    # Unset: every guard keeps its state in this process (one process only).
+    redis_url: str | None = None
+    # Every Redis operation's timeout; a slow Redis must not make a slow gateway.
+    redis_timeout_s: float = Field(default=0.05, gt=0, le=5)
+    # Namespace of every key, so several gateways (or test runs) can share a server.
+    redis_key_prefix: str = Field(default="gw:", min_length=1, max_length=64)
+    # Replicas announce themselves this often; one is gone after three missed beats.
+    redis_heartbeat_s: float = Field(default=1.0, gt=0, le=60)
     # Rows are written in batches off the request path; the buffer is bounded.
     ledger_batch_size: int = Field(default=200, ge=1)
     ledger_flush_interval_s: float = Field(default=0.5, gt=0)

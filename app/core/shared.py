@@ -117,7 +117,7 @@ class SharedState:
         """One plain command within the timeout (reads, PUBLISH); SharedStateDown on failure."""
         try:
             async with asyncio.timeout(self.timeout_s):
-                result = await self._client.execute_command(command, *args)
+                result = await self._client.execute_command(command, *args)  # type: ignore[no-untyped-call]
         except (RedisError, OSError, TimeoutError) as exc:
             self._down(exc)
             raise SharedStateDown(type(exc).__name__) from None
