@@ -49,6 +49,12 @@ class ChaosConfig(BaseModel):
     brownout_latency_ms: float = Field(0.0, ge=0, description="Latency added in brownout.")
     down_for_s: float = Field(0.0, ge=0, description="Window (from now) of error_status.")
     rate_limited_keys: list[str] = Field(default_factory=list)
+    refuse_keys: dict[str, int] = Field(
+        default_factory=dict,
+        description="Key -> the next N requests with it (completions and probes alike) are "
+        "answered 401 as if the key were invalid, then it is accepted again (a revoked key "
+        "restored, an auth blip).",
+    )
     rpm_per_key: int | None = Field(None, ge=1, description="Real per-key RPM limit.")
     missing_models: list[str] = Field(default_factory=list)
     decommissioned_models: list[str] = Field(default_factory=list)
@@ -78,6 +84,7 @@ class ProviderChaos:
     fail_remaining: int = 0
     rng: random.Random = field(default_factory=random.Random)
     rpm_windows: dict[str, deque[float]] = field(default_factory=dict)
+    refusals_left: dict[str, int] = field(default_factory=dict)
 
     # -- updating ---------------------------------------------------------------
 
@@ -109,6 +116,8 @@ class ProviderChaos:
             self.rng = random.Random(config.seed)
         if full or "rpm_per_key" in touched:
             self.rpm_windows.clear()
+        if full or "refuse_keys" in touched:
+            self.refusals_left = {k: n for k, n in config.refuse_keys.items() if n > 0}
 
     # -- decisions (called per request, keep them cheap) -----------------------
 
@@ -135,6 +144,13 @@ class ProviderChaos:
         if rate and (rate >= 1.0 or self.rng.random() < rate):
             return "error_rate"
         return None
+
+    def refuse(self, key: str | None) -> bool:
+        """Whether ``refuse_keys`` answers this request with ``key`` 401 (counts it down)."""
+        if key is None or self.refusals_left.get(key, 0) <= 0:
+            return False
+        self.refusals_left[key] -= 1
+        return True
 
     def admit(self, key: str, now: float) -> float | None:
         """Count one call against ``key``'s RPM window.
@@ -170,6 +186,7 @@ class ProviderChaos:
             "down_remaining_s": round(max(self.down_until - now, 0.0), 3),
             "brownout_remaining_s": round(max(self.brownout_until - now, 0.0), 3),
             "fail_next_remaining": self.fail_remaining,
+            "refusals_remaining": sum(self.refusals_left.values()),
         }
 
 

@@ -277,7 +277,7 @@ async def completion(
 
     catalog = call.state.catalog
     cfg = call.chaos.config
-    if not catalog.key_ok(provider, call.key):
+    if not catalog.key_ok(provider, call.key) or call.chaos.refuse(call.key):
         return await _send(request, call, dialect.invalid_key(call.key))
     try:
         req = dialect.parse(body if is_json else None, path_model)
@@ -363,7 +363,9 @@ async def probe(
         if early is not None:
             return await _send(request, call, early)
         slow_ms = cfg.slow_body_ms
-    if not call.state.catalog.key_ok(provider, call.key):
+    # A refused key (``refuse_keys``) is refused here too, whatever ``affect_probes`` says:
+    # a provider that rejects a key rejects it on every endpoint.
+    if not call.state.catalog.key_ok(provider, call.key) or call.chaos.refuse(call.key):
         return await _send(request, call, dialect.invalid_key(call.key))
     if cfg.affect_probes:
         if call.key in cfg.rate_limited_keys:
