@@ -1,8 +1,9 @@
 """Exact-match response cache with single-flight, scoped per caller.
 
 Used when the request asks for it or its temperature is 0. Bounded by entries and age.
-Identical concurrent misses make one upstream call: the first caller computes, the others
-await it. The store is an interface so a shared (Redis) store can replace the in-memory one.
+Identical concurrent misses make one upstream call: the first caller (the leader) computes,
+the others (followers) await it. The store is an interface so a shared (Redis) store can
+replace the in-memory one.
 
 The key is everything that can change the answer: every field of `CompletionRequest` except
 those `NOT_IN_KEY` names (each with the reason it cannot), the plan the router made for it
@@ -10,6 +11,28 @@ those `NOT_IN_KEY` names (each with the reason it cannot), the plan the router m
 default `caller` scope (AI_CACHE_SCOPE), the caller: one caller never gets another's answer,
 stored or in flight. A new request field is in the key until someone decides otherwise here;
 tests/unit/test_cache.py fails until they do.
+
+Blame in single-flight. A follower shares the leader's *answer*, never the leader's
+circumstances. Followers may differ from the leader in deadline, in caller (`shared` scope)
+and so in per-caller budget, and each can be cancelled on its own. So:
+
+- a success is shared (and stored);
+- a failure that is the leader's own is not: the follower makes its own attempt (or follows
+  whichever follower asks first), as if the leader had never asked. The leader's own:
+  its cancellation, its deadline (DeadlineExceeded, or an AllProvidersFailed in which an
+  attempt was skipped or cut short by the leader's deadline: `deadline`, `caller_deadline`),
+  its budget (BudgetExceeded, or a provider skipped with `budget_exceeded`: per-caller
+  budgets differ between callers, and money held by the leader's own reservations is
+  released by the time a follower asks) and any other 429 aimed at the caller
+  (RateLimitExceeded). See `leaders_own`;
+- every other failure is shared: AllProvidersFailed from upstream faults (5xx, timeouts of
+  the provider's own adaptive timeout, connection errors, open breakers), ModelNotFound,
+  UnpricedModel, UpstreamRejected, and anything unexpected. These say the same about an
+  identical request whoever asks, and repeating them would only add load to an upstream
+  already failing.
+
+A follower waits at most its own deadline (`wait_s`): a leader with a longer deadline never
+keeps a follower past its own; it gets DeadlineExceeded, and the leader carries on.
 """
 
 from __future__ import annotations
@@ -26,7 +49,9 @@ from typing import Literal, Protocol
 import msgspec
 
 from app.core.clock import Clock
+from app.core.errors import RateLimitExceeded
 from app.modules.ai.domain import AIResponse, CompletionRequest
+from app.modules.ai.errors import AllProvidersFailed, DeadlineExceeded
 from app.modules.ai.metrics import AIMetrics
 from app.modules.ai.overhead import add_upstream_wait
 from app.modules.ai.routing import Route
@@ -63,6 +88,25 @@ def _normalised(value: object) -> object:
 
 def cacheable(request: CompletionRequest) -> bool:
     return request.cache or request.temperature == 0
+
+
+# Attempt `error_type`s that say more about the caller than about the answer: a provider
+# skipped or cut short for the caller's deadline, or skipped for a budget (per-caller budgets
+# differ between callers; the leader's own reservations are released once it has failed).
+LEADER_BOUND_ATTEMPTS = frozenset({"deadline", "caller_deadline", "budget_exceeded"})
+
+
+def leaders_own(error: BaseException) -> bool:
+    """The leader's failure is its own (a follower asks for itself) rather than a fact about
+    the request that every identical caller would meet (shared). See the module docstring."""
+    if isinstance(error, asyncio.CancelledError | DeadlineExceeded | RateLimitExceeded):
+        return True
+    if isinstance(error, AllProvidersFailed):
+        attempts = error.extra.get("attempts", ())
+        return any(
+            isinstance(a, dict) and a.get("error_type") in LEADER_BOUND_ATTEMPTS for a in attempts
+        )
+    return False
 
 
 class CacheStore(Protocol):
@@ -126,31 +170,34 @@ class ResponseCache:
         *,
         plan: Sequence[Route],
         caller: str,
+        wait_s: float | None = None,
     ) -> tuple[AIResponse, bool]:
-        """(response, hit). A hit is a stored answer or a share of an identical call in
-        flight (of the same caller, in `caller` scope); a miss is this caller's own upstream
-        call. `plan` is the route the router made for `request`."""
+        """(response, hit). A hit is a stored answer or a share of an identical call's answer
+        in flight (of the same caller, in `caller` scope); a miss is this caller's own upstream
+        call. `plan` is the route the router made for `request`; `wait_s`, the caller's time
+        left, bounds how long it waits on someone else's call (DeadlineExceeded after it)."""
         if not (self._enabled and cacheable(request)):
             return await compute(), False
         key = cache_key(request, plan, caller=caller if self._per_caller else None)
-        stored = self._store.get(key)
-        if stored is not None:
-            self._metrics.cache_requests.add(1, {"result": "hit"})
-            return stored, True
-        pending = self._inflight.get(key)
-        if pending is not None:
-            self._metrics.cache_requests.add(1, {"result": "hit"})
-            waited_from = time.perf_counter()
-            try:
-                try:
-                    return await asyncio.shield(pending), True
-                finally:  # waiting on the leader's upstream call is an upstream wait
-                    add_upstream_wait(time.perf_counter() - waited_from)
-            except asyncio.CancelledError:
-                task = asyncio.current_task()
-                if not pending.cancelled() or (task is not None and task.cancelling()):
-                    raise
-                return await compute(), False  # the first caller went away: ask ourselves
+        loop = asyncio.get_running_loop()
+        until = None if wait_s is None else loop.time() + wait_s
+        while True:
+            stored = self._store.get(key)
+            if stored is not None:
+                self._metrics.cache_requests.add(1, {"result": "hit"})
+                return stored, True
+            pending = self._inflight.get(key)
+            if pending is None:
+                return await self._lead(key, compute), False
+            shared = await self._follow(pending, until)
+            if shared is not None:
+                self._metrics.cache_requests.add(1, {"result": "hit"})
+                return shared, True
+            # The leader failed for reasons of its own: ask again, as if it had never asked
+            # (the first follower back leads, the others follow it).
+
+    async def _lead(self, key: str, compute: Callable[[], Awaitable[AIResponse]]) -> AIResponse:
+        """Make the call, and hand its outcome to everyone who joins while it runs."""
         self._metrics.cache_requests.add(1, {"result": "miss"})
         future: asyncio.Future[AIResponse] = asyncio.get_running_loop().create_future()
         self._inflight[key] = future
@@ -166,6 +213,33 @@ class ResponseCache:
         else:
             self._store.put(key, response)
             future.set_result(response)
-            return response, False
+            return response
         finally:
-            del self._inflight[key]
+            if self._inflight.get(key) is future:
+                del self._inflight[key]
+
+    async def _follow(
+        self, pending: asyncio.Future[AIResponse], until: float | None
+    ) -> AIResponse | None:
+        """The leader's answer, or None when it failed for reasons of its own; a shared
+        failure is raised. Our own cancellation propagates and leaves the leader alone."""
+        loop = asyncio.get_running_loop()
+        waited_from = time.perf_counter()
+        try:
+            timeout = None if until is None else max(0.0, until - loop.time())
+            await asyncio.wait([pending], timeout=timeout)
+        finally:  # waiting on the leader's upstream call is an upstream wait
+            add_upstream_wait(time.perf_counter() - waited_from)
+        if not pending.done():
+            raise DeadlineExceeded(
+                "no answer within the request's deadline (an identical call in flight, with a "
+                "longer deadline, is still running)"
+            )
+        if pending.cancelled():
+            return None
+        error = pending.exception()
+        if error is None:
+            return pending.result()
+        if leaders_own(error):
+            return None
+        raise error
