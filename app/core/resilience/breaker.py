@@ -8,7 +8,9 @@ pybreaker gets wrong under asyncio (see STYLE.md, "pybreaker with asyncio"):
   faults: cancellations and the caller's own bad requests are released unreported;
 - an outcome whose call was admitted in another state than the breaker is in now is dropped,
   so a late success from before a trip cannot close the breaker;
-- the open period is timed on the injected monotonic clock, not pybreaker's wall clock.
+- the open period is timed on the injected monotonic clock, not pybreaker's wall clock;
+- a free health probe may take the half-open trial (`admit_trial`), so an idle provider's
+  breaker closes once the provider is back instead of waiting for a caller to try it.
 """
 
 from __future__ import annotations
@@ -86,6 +88,9 @@ class AsyncCircuitBreaker:
         self._clock = clock
         self._on_change = on_change
         self._opened_at = 0.0
+        # When the breaker last closed (monotonic), or None: health discounts the failures
+        # recorded before it, since the trial that closed it proved the provider recovered.
+        self.closed_at: float | None = None
         self._trial_in_flight = False
         # Bumped on every transition, so outcomes from an earlier period are recognised.
         self._generation = 0
@@ -134,6 +139,20 @@ class AsyncCircuitBreaker:
         self._trial_in_flight = True
         return Ticket(state, trial=True, generation=self._generation)
 
+    def admit_trial(self) -> Ticket | None:
+        """The half-open trial for a free health probe, taken through `admit`, or None.
+
+        None while closed (a probe then tells the breaker nothing: the model list can be up
+        while completions fail, and the consecutive count belongs to real calls), inside the
+        open period, or while another trial is out. Without this an idle provider's breaker
+        never leaves open: only a call can move it. The probe reports its outcome like any
+        trial: `success` closes the breaker, `failure` re-opens it for a fresh period,
+        `release` (no verdict) frees the slot.
+        """
+        if self.state is BreakerState.CLOSED:
+            return None
+        return self.admit()
+
     def success(self, ticket: Ticket) -> None:
         if not self._settle(ticket):
             return
@@ -166,6 +185,8 @@ class AsyncCircuitBreaker:
         self._trial_in_flight = False
         if new is BreakerState.OPEN:
             self._opened_at = self._clock.monotonic()
+        elif new is BreakerState.CLOSED:
+            self.closed_at = self._clock.monotonic()
         log.warning(
             "circuit breaker state change breaker=%s from=%s to=%s",
             self.name,

@@ -1,8 +1,13 @@
-"""API keys of one provider, used round-robin; a 429 rests a key, a 401 retires it."""
+"""API keys of one provider, used round-robin; a 429 rests a key, a 401/403 retires it until
+the health probe finds the provider accepting it again."""
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
 
 from pydantic import SecretStr
 
@@ -10,15 +15,35 @@ from app.core.clock import Clock
 from app.core.settings import mask_secret
 
 
+class KeyState(StrEnum):
+    """What health output and the key-state gauge show for a key."""
+
+    ACTIVE = "active"
+    RESTING = "resting"  # after a 429, until its Retry-After
+    RETIRED = "retired"  # after a 401/403, until a probe with it is accepted
+
+
+def key_id(secret: str) -> str:
+    """A short, stable name for a key that reveals nothing usable: the first 8 hex digits of
+    its SHA-256. Safe for health output, logs and metric labels (bounded by configured keys)."""
+    return hashlib.sha256(secret.encode()).hexdigest()[:8]
+
+
 @dataclass(slots=True, eq=False)
 class ApiKey:
-    """A key and its state. `label` is the masked form, safe for logs and health output."""
+    """A key and its state. `label` is the masked form and `id` the short hash, both safe for
+    logs and health output; `secret` never leaves the adapter's request headers."""
 
     index: int
     secret: str
     label: str
+    id: str = ""
     resting_until: float = 0.0
     disabled: bool = False
+    # When the upstream refused it (wall time, for health output), and when it was refused
+    # or last re-checked by a probe (monotonic): re-checked at most once per interval.
+    retired_at: datetime | None = None
+    checked_at: float = 0.0
 
     def __repr__(self) -> str:  # never show the secret, even in a traceback
         return f"ApiKey({self.label})"
@@ -29,7 +54,12 @@ class KeyPool:
 
     def __init__(self, keys: list[SecretStr], clock: Clock) -> None:
         self._keys = [
-            ApiKey(index=i, secret=key.get_secret_value(), label=f"key{i + 1}:{mask_secret(key)}")
+            ApiKey(
+                index=i,
+                secret=key.get_secret_value(),
+                label=f"key{i + 1}:{mask_secret(key)}",
+                id=key_id(key.get_secret_value()),
+            )
             for i, key in enumerate(keys)
         ]
         self._clock = clock
@@ -37,6 +67,10 @@ class KeyPool:
 
     def __len__(self) -> int:
         return len(self._keys)
+
+    def __iter__(self) -> Iterator[ApiKey]:
+        """Every key in configuration order (for health output; do not change them)."""
+        return iter(tuple(self._keys))
 
     def acquire(self, exclude: frozenset[int] = frozenset()) -> ApiKey | None:
         """The next key in turn that is neither resting, retired nor excluded."""
@@ -62,8 +96,34 @@ class KeyPool:
         key.resting_until = max(key.resting_until, self._clock.monotonic() + seconds)
 
     def retire(self, key: ApiKey) -> None:
-        """The upstream refused this key: unusable until a restart or a key change."""
-        key.disabled = True
+        """The upstream refused this key: unusable until a probe with it is accepted
+        (`restore`). A refusal can be a blip on the provider's side, so it is not final."""
+        if not key.disabled:
+            key.disabled = True
+            key.retired_at = self._clock.now()
+            key.checked_at = self._clock.monotonic()
+
+    def restore(self, key: ApiKey) -> None:
+        """A probe with this retired key was accepted: back in the rotation."""
+        key.disabled = False
+        key.retired_at = None
+
+    def due_for_recheck(self, interval_s: float) -> list[ApiKey]:
+        """Retired keys refused or last re-checked at least `interval_s` ago (on the injected
+        clock); marks them checked now, so a key the provider keeps refusing costs it one free
+        call per interval at most, and one just refused is not asked again at once."""
+        now = self._clock.monotonic()
+        due = [k for k in self._keys if k.disabled and now >= k.checked_at + interval_s]
+        for key in due:
+            key.checked_at = now
+        return due
+
+    def state(self, key: ApiKey) -> KeyState:
+        if key.disabled:
+            return KeyState.RETIRED
+        if key.resting_until > self._clock.monotonic():
+            return KeyState.RESTING
+        return KeyState.ACTIVE
 
     def available(self) -> int:
         now = self._clock.monotonic()
