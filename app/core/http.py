@@ -9,13 +9,21 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from contextvars import ContextVar, Token
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import quote, unquote
 
+import aiohttp
 import httpx
 from httpx_aiohttp import AiohttpTransport
 
+if TYPE_CHECKING:
+    from aiohttp.client_reqrep import ConnectionKey
+    from aiohttp.tracing import Trace
+
+# Idle kept-alive upstream connections are closed after this.
+KEEPALIVE_EXPIRY_S = 30.0
 # Responses bigger than this (decoded) are not an LLM answer we want to hold in memory.
 DEFAULT_BODY_CAP_BYTES = 8 * 1024 * 1024
 # Said explicitly, so what we accept never depends on which decoders happen to be installed
@@ -31,6 +39,58 @@ _URL_CACHE_SIZE = 1024
 _PCHARS = r"(?:[A-Za-z0-9\-._~!$&'()*+,;=:@]|%[0-9A-Fa-f]{2})+"
 _SAFE_PATH = re.compile(rf"{_PCHARS}(?:/{_PCHARS})*")
 _DOT_SEGMENTS = frozenset({".", ".."})
+
+
+class SlotWatch(Protocol):
+    """Told when the call it watches starts and stops waiting for a free connection of its
+    client's pool: time in that queue is our own saturation, not the upstream's."""
+
+    def queued(self) -> None: ...
+
+    def acquired(self) -> None: ...
+
+
+# The watch of the call running in this task, if any (set by `watch_slot`). A context
+# variable, because the pool is reached through httpx and aiohttp, which carry nothing of ours.
+_SLOT_WATCH: ContextVar[SlotWatch | None] = ContextVar("upstream_slot_watch", default=None)
+
+
+def watch_slot(watch: SlotWatch) -> Token[SlotWatch | None]:
+    """From now on, calls made in this task (and tasks it starts) tell `watch` about their
+    wait for a pooled connection; pass the token to `unwatch_slot` when the call is over."""
+    return _SLOT_WATCH.set(watch)
+
+
+def unwatch_slot(token: Token[SlotWatch | None]) -> None:
+    _SLOT_WATCH.reset(token)
+
+
+if not hasattr(aiohttp.TCPConnector, "_wait_for_available_connection"):  # pragma: no cover
+    # Without the hook every wait for a pooled connection would silently count as upstream
+    # time again (and trip breakers on our own saturation): refuse to start instead.
+    raise ImportError(
+        "aiohttp.TCPConnector._wait_for_available_connection is gone: WatchedConnector "
+        "(app/core/http.py) needs another way to see pool waits"
+    )
+
+
+class WatchedConnector(aiohttp.TCPConnector):
+    """aiohttp's pool, telling a watched call when it queues for a connection slot (every
+    connection is busy) and when it gets one.
+
+    aiohttp calls `_wait_for_available_connection` only when the pool is full, so a call
+    that finds a free slot pays nothing. (A TraceConfig would see the same two events through
+    a public API, but costs every request a Trace object and a dozen awaited signals.) The
+    hook's existence is checked at import."""
+
+    async def _wait_for_available_connection(self, key: ConnectionKey, traces: list[Trace]) -> None:
+        watch = _SLOT_WATCH.get()
+        if watch is None:
+            await super()._wait_for_available_connection(key, traces)
+            return
+        watch.queued()
+        await super()._wait_for_available_connection(key, traces)
+        watch.acquired()
 
 
 class BodyTooLarge(Exception):
@@ -126,13 +186,21 @@ def make_upstream_client(
     """One client per upstream, created at start and closed on shutdown.
 
     Overall deadlines are enforced by the caller with `asyncio.timeout`; the per-phase
-    timeouts here only stop a connect attempt from outliving its usefulness.
+    timeouts here only stop a connect attempt from outliving its usefulness. The pool is a
+    `WatchedConnector`, so a guard can tell a wait for a free connection from the upstream's
+    own time (`watch_slot`).
     """
-    transport = AiohttpTransport(
-        limits=httpx.Limits(max_connections=max_connections, keepalive_expiry=30.0),
-        trust_env=False,
-        retries=0,
-    )
+    ssl_context = httpx.create_ssl_context(trust_env=False)
+
+    def session() -> aiohttp.ClientSession:
+        """Built on first use, inside the running loop (aiohttp needs one); what
+        AiohttpTransport would build from `limits`, with our connector."""
+        connector = WatchedConnector(
+            limit=max_connections, keepalive_timeout=KEEPALIVE_EXPIRY_S, ssl=ssl_context
+        )
+        return aiohttp.ClientSession(connector=connector, trust_env=False)
+
+    transport = AiohttpTransport(client=session, trust_env=False, retries=0)
     return UpstreamClient(
         base_url=base_url,
         transport=transport,

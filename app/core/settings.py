@@ -381,6 +381,11 @@ class Settings(BaseSettings):
     ai_retry_max: int = Field(default=2, ge=0, le=10)
     ai_retry_base_s: float = Field(default=0.2, ge=0)
     ai_retry_cap_s: float = Field(default=5.0, ge=0)
+    # How long a call may wait for a free connection of the gateway's own pool to a provider
+    # (<P>_MAX_CONNECTIONS all busy) before it is answered 503 or fails over. This wait is
+    # ours, not the provider's: it is bounded apart from the provider's timeout and never
+    # counts against its breaker.
+    ai_pool_wait_s: float = Field(default=1.0, gt=0, le=60)
     # Retry budget: retries stay under this share of requests in the window (Envoy: 20 %).
     ai_retry_budget_ratio: float = Field(default=0.2, ge=0, le=1)
     ai_retry_budget_min: int = Field(default=3, ge=0)

@@ -2,7 +2,8 @@
 
 ProviderError (internal, raised by adapters, never shown as-is)
     kind: FailureKind  rate_limited | timeout | upstream_error | connection |
-                       bad_response | auth | bad_request | not_found
+                       bad_response | auth | bad_request | not_found |
+                       caller_deadline (the caller's own deadline cut the call: no verdict)
 GatewayError (app.core.errors)
 ├── UnknownModel (400)            alias or model name we cannot route
 │   └── InvalidModelName (400)    a model name outside the strict name rule (it would reach
@@ -14,6 +15,8 @@ GatewayError (app.core.errors)
 ├── UpstreamRejected (400)        a provider refused the request itself (bad_request)
 ├── BudgetExceeded (429)          every provider that could answer is over a daily budget
 ├── AllProvidersFailed (503)      every provider failed or was skipped; lists reasons
+├── LedgerUnavailable (503)       the usage ledger's database cannot be read now (locked,
+│                                 unreachable); with Retry-After
 └── DeadlineExceeded (504)        the request's overall deadline ran out first
 """
 
@@ -40,11 +43,14 @@ class FailureKind(StrEnum):
     AUTH = "auth"
     BAD_REQUEST = "bad_request"
     NOT_FOUND = "not_found"
+    # The call was cut by the caller's own deadline, shorter than the provider's timeout:
+    # it says nothing about the provider (no breaker verdict, no latency sample).
+    CALLER_DEADLINE = "caller_deadline"
 
     @property
     def moves_on(self) -> bool:
         """Worth trying the next model or provider: the fault is theirs, not the request's."""
-        return self not in (FailureKind.AUTH, FailureKind.BAD_REQUEST)
+        return self not in (FailureKind.AUTH, FailureKind.BAD_REQUEST, FailureKind.CALLER_DEADLINE)
 
     @property
     def retryable(self) -> bool:
@@ -143,3 +149,11 @@ class AllProvidersFailed(ServiceUnavailable):
 class DeadlineExceeded(GatewayTimeout):
     slug = "deadline-exceeded"
     title = "Deadline exceeded"
+
+
+class LedgerUnavailable(ServiceUnavailable):
+    """The usage ledger's database cannot be read now (SQLite busy, PostgreSQL unreachable).
+    A passing condition, not our bug: 503 with Retry-After, never a 500."""
+
+    slug = "ledger-unavailable"
+    title = "Usage ledger unavailable"

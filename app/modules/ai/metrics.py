@@ -75,6 +75,15 @@ class AIMetrics:
             unit="{USD}",
             description="Cost in USD of upstream calls, from their real token counts",
         )
+        self.local_saturation = Tally(
+            meter,
+            "ai_local_saturation",
+            ("provider",),
+            unit="{request}",
+            description="Calls that found every connection of the gateway's pool to a provider "
+            "busy for AI_POOL_WAIT_S (or past their deadline) and were not sent: our own "
+            "saturation, never counted against the provider",
+        )
         self.retries = meter.create_counter(
             "ai_provider_retries",
             unit="{retry}",

@@ -1,4 +1,14 @@
-"""Recent outcomes per provider: the passive signal routing, timeouts and health read from."""
+"""Recent outcomes per provider: the passive signal routing, timeouts and health read from.
+
+Three kinds of latency are kept apart, because each bounds a different wait:
+
+- whole non-streamed calls, by how much output the request asked for (its size class): the
+  adaptive timeout of a call is learned only from calls of its own size, so 40 calls asking
+  for 5 tokens never set the bound for one asking for 500;
+- streams' time to their first text: what the adaptive timeout bounds when a stream opens;
+- whole streams are outcomes only (error rate): a stream's length is the caller's reading
+  and the answer's size, not the provider's speed, so it joins no latency window.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +17,15 @@ from collections import deque
 from dataclasses import dataclass
 
 from app.core.clock import Clock
+
+# Size classes of a request's output budget (max_tokens): class k holds budgets up to
+# SMALLEST_CLASS_TOKENS << k; each class is twice as wide as the one before.
+SMALLEST_CLASS_TOKENS = 8
+# 8 << 14 = 131 072 tokens; anything larger shares the last class.
+LARGEST_CLASS = 14
+# Requests that set no max_tokens: the provider decides their length, so they are a class of
+# their own, never mixed with bounded ones.
+UNBOUNDED = LARGEST_CLASS + 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,29 +41,108 @@ def percentile(sorted_values: list[float], q: float) -> float:
     return sorted_values[rank - 1]
 
 
+def size_class(budget: int | None) -> int:
+    """The class of an output budget: 0 for up to 8 tokens, 1 up to 16, ... UNBOUNDED for
+    a request without max_tokens."""
+    if budget is None:
+        return UNBOUNDED
+    return min(LARGEST_CLASS, max(0, (budget - 1).bit_length() - 3))
+
+
+def class_ceiling(index: int) -> int:
+    """The largest budget of a bounded class."""
+    return SMALLEST_CLASS_TOKENS << index
+
+
+class LatencyWindow:
+    """The last `max_samples` latencies, none older than `window_s`, with a sorted copy
+    rebuilt only when the window changed: every attempt reads it, fewer change it."""
+
+    __slots__ = ("_clock", "_samples", "_sorted", "_window_s")
+
+    def __init__(self, clock: Clock, *, max_samples: int, window_s: float) -> None:
+        self._clock = clock
+        self._window_s = window_s
+        self._samples: deque[tuple[float, float]] = deque(maxlen=max_samples)
+        self._sorted: list[float] | None = None
+
+    def add(self, latency_s: float) -> None:
+        self._samples.append((self._clock.monotonic(), latency_s))
+        self._sorted = None
+
+    def sorted(self) -> list[float]:
+        """Sorted latencies in the window; the caller must not modify the list."""
+        samples = self._samples
+        if samples and samples[0][0] < self._clock.monotonic() - self._window_s:
+            cutoff = self._clock.monotonic() - self._window_s
+            while samples and samples[0][0] < cutoff:
+                samples.popleft()
+            self._sorted = None
+        if self._sorted is None:
+            self._sorted = sorted(latency for _, latency in samples)
+        return self._sorted
+
+
 class ProviderStats:
     """Bounded windows (the last `max_samples`, none older than `window_s` seconds) of all
     outcomes, for error rates, and of successes alone, for latencies.
 
-    Successes keep their own window so a burst of failures cannot push them out: a provider
+    Successes keep their own windows so a burst of failures cannot push them out: a provider
     in an outage keeps the timeout it learned instead of falling back to the warm-up default.
     """
 
     def __init__(self, clock: Clock, *, max_samples: int = 200, window_s: float = 300.0) -> None:
         self._clock = clock
         self._window_s = window_s
+        self._max_samples = max_samples
         self._samples: deque[Sample] = deque(maxlen=max_samples)
-        self._successes: deque[Sample] = deque(maxlen=max_samples)
-        # Sorted latencies of the success window, rebuilt only when it changes: every
-        # attempt reads them (the adaptive timeout), far fewer change them.
-        self._sorted: list[float] | None = None
+        # Whole non-streamed calls of every size: the provider's typical latency, for routing
+        # by latency and for health.
+        self._successes = LatencyWindow(clock, max_samples=max_samples, window_s=window_s)
+        # The same calls by size class, for the adaptive timeout; made on first use.
+        self._by_size: dict[int, LatencyWindow] = {}
+        self._first_text = LatencyWindow(clock, max_samples=max_samples, window_s=window_s)
 
-    def record(self, latency_s: float, *, ok: bool) -> None:
-        sample = Sample(self._clock.monotonic(), latency_s, ok)
-        self._samples.append(sample)
-        if ok:
-            self._successes.append(sample)
-            self._sorted = None
+    def record(self, latency_s: float, *, ok: bool, timed: bool = True) -> None:
+        """One outcome. A success joins the latency window unless `timed` is False (a whole
+        stream: its length says nothing about the provider's speed)."""
+        self._samples.append(Sample(self._clock.monotonic(), latency_s, ok))
+        if ok and timed:
+            self._successes.add(latency_s)
+
+    def record_sized(self, latency_s: float, budget: int | None) -> None:
+        """A successful non-streamed call that asked for at most `budget` output tokens.
+
+        Its latency is stretched to its class's largest budget, as if the time grew in
+        proportion to the tokens asked for (at most twice, the width of a class): a call at
+        the top of a class is then never judged by faster calls at its bottom."""
+        index = size_class(budget)
+        if budget is not None and budget > 0:
+            latency_s *= max(1.0, class_ceiling(index) / budget)
+        window = self._by_size.get(index)
+        if window is None:
+            window = LatencyWindow(
+                clock=self._clock, max_samples=self._max_samples, window_s=self._window_s
+            )
+            self._by_size[index] = window
+        window.add(latency_s)
+
+    def record_first_text(self, latency_s: float) -> None:
+        """A stream's time from the call to its first text."""
+        self._first_text.add(latency_s)
+
+    def sized_latencies(self, budget: int | None) -> list[float]:
+        """Sorted (stretched) latencies of calls in `budget`'s size class; empty if none."""
+        window = self._by_size.get(size_class(budget))
+        return window.sorted() if window is not None else []
+
+    def size_windows(self) -> list[list[float]]:
+        """Every size class's sorted latencies (for the tightest timeout in force)."""
+        return [window.sorted() for window in self._by_size.values()]
+
+    def first_text_latencies(self) -> list[float]:
+        """Sorted times to first text of recent streams."""
+        return self._first_text.sorted()
 
     def _trim(self, samples: deque[Sample]) -> list[Sample]:
         cutoff = self._clock.monotonic() - self._window_s
@@ -56,14 +154,8 @@ class ProviderStats:
         return self._trim(self._samples)
 
     def success_latencies(self) -> list[float]:
-        """Sorted; the caller must not modify the list."""
-        cutoff = self._clock.monotonic() - self._window_s
-        if self._successes and self._successes[0].at < cutoff:
-            self._trim(self._successes)
-            self._sorted = None
-        if self._sorted is None:
-            self._sorted = sorted(s.latency_s for s in self._successes)
-        return self._sorted
+        """Sorted latencies of whole non-streamed calls; the caller must not modify it."""
+        return self._successes.sorted()
 
     def latency_quantile(self, q: float) -> float | None:
         values = self.success_latencies()

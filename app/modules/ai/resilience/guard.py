@@ -7,11 +7,21 @@
 
 The guard is the single owner of retries; adapters never retry and the service only fails
 over.
+
+What counts as the provider's fault (a breaker verdict and a latency sample): a timeout only
+when the provider had its whole adaptive timeout, 5xx, broken connections, bad bodies. Not
+the provider's: the caller's own deadline when it is shorter (`caller_deadline`: released,
+no sample), a cancellation, the caller's bad request, a 429 (the key rests), and time spent
+waiting for a connection of our own pool (bounded by AI_POOL_WAIT_S, then the provider is
+skipped as `local_saturation` and counted in `ai_local_saturation_total`).
+
+The adaptive timeout fits the request: a non-streamed call is bounded by recent calls of its
+own size class (max_tokens), a stream's opening by recent times to first text; see
+`app.modules.ai.stats`.
 """
 
 from __future__ import annotations
 
-import asyncio
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -19,6 +29,7 @@ from functools import partial
 from typing import TypeVar
 
 from app.core.clock import Clock
+from app.core.resilience.bounds import Bound, CallBounds
 from app.core.resilience.breaker import AsyncCircuitBreaker, Ticket
 from app.core.resilience.ratelimit import RateLimiter, Unlimited
 from app.core.settings import ProviderName, ProviderSettings
@@ -36,6 +47,12 @@ from app.modules.ai.stats import ProviderStats
 DEFAULT_RATE_LIMIT_REST_S = 60.0
 # Output tokens assumed for rate limiting when the caller set no max_tokens.
 DEFAULT_COMPLETION_TOKENS = 256
+# How long a call may wait for a free connection of our own pool (AI_POOL_WAIT_S).
+DEFAULT_POOL_WAIT_S = 1.0
+# Skip reasons (attempt error_type) for a call that never left: our pool was full until the
+# pool wait ran out, or until the caller's deadline.
+LOCAL_SATURATION = "local_saturation"
+DEADLINE_SKIP = "deadline"
 
 
 T = TypeVar("T")
@@ -71,6 +88,7 @@ class GuardParts:
     retry_budget: RetryBudget
     key_limiters: tuple[RateLimiter | Unlimited, ...]
     stats: ProviderStats
+    pool_wait_s: float = DEFAULT_POOL_WAIT_S
 
 
 class GuardedProvider:
@@ -94,19 +112,40 @@ class GuardedProvider:
         self._backoff = parts.backoff
         self._budget = parts.retry_budget
         self._limiters = parts.key_limiters
+        self._pool_wait_s = parts.pool_wait_s
         self._clock = clock
         self._rng = rng
         self._metrics = metrics
-        # Exported from the start at 0, so rate() over it works before the first retry.
+        # Exported from the start at 0, so rate() over them works before the first event.
         metrics.retries.add(0, {"provider": self.name.value})
+        metrics.local_saturation.add(0, self.name.value)
 
     @property
     def name(self) -> ProviderName:
         return self.adapter.name
 
     def timeout_s(self) -> float:
-        """The adaptive timeout now: p95 of recent successes x 1.5, clamped."""
-        return self._timeout.current(self.stats.success_latencies())
+        """The tightest adaptive timeout in force now (the gauge, health): the shortest bound
+        any size class or the streams' first text has learned, or the warm-up default while
+        none has. A call gets the bound of its own kind (`call_timeout_s`)."""
+        policy = self._timeout
+        learned = [
+            window
+            for window in (*self.stats.size_windows(), self.stats.first_text_latencies())
+            if len(window) >= policy.min_samples
+        ]
+        if not learned:
+            return policy.current([])
+        return min(policy.current(window) for window in learned)
+
+    def call_timeout_s(self, request: CompletionRequest, *, stream: bool = False) -> float:
+        """The adaptive timeout for this call: p95 x 1.5 (clamped) of recent calls of the
+        same size class (max_tokens), or of recent times to first text for a stream's
+        opening; the provider's configured timeout until that window has enough samples.
+        Short calls never set the bound of longer ones."""
+        if stream:
+            return self._timeout.current(self.stats.first_text_latencies())
+        return self._timeout.current(self.stats.sized_latencies(request.max_tokens))
 
     def available(self) -> bool:
         """Could a call go out now (breaker admits, some key free)? Takes nothing."""
@@ -153,17 +192,17 @@ class GuardedProvider:
     ) -> None:
         """Book a stream that was opened. Its breaker ticket was settled at the first text:
         a fault after it shows in health and metrics, not in the breaker. A whole stream's
-        time joins the adaptive timeout's window: longer than a time to first text, so the
-        timeout can only grow more lenient, never cut a normal call short."""
+        time joins no latency window (its length is the answer's size and the caller's
+        reading, not the provider's speed): it counts only as an outcome."""
         if cancelled:
             self._metrics.attempt(self.name.value, model, "cancelled", elapsed)
             return
         if error is None:
-            self.stats.record(elapsed, ok=True)
+            self.stats.record(elapsed, ok=True, timed=False)
             self._metrics.attempt(self.name.value, model, "success", elapsed)
             return
         if error.kind.is_provider_fault:
-            self.stats.record(elapsed, ok=False)
+            self.stats.record(elapsed, ok=False, timed=False)
         self._metrics.attempt(self.name.value, model, error.kind.value, elapsed)
 
     async def _with_retries(
@@ -192,6 +231,10 @@ class GuardedProvider:
             return None
         # After a 429 another free key means no need to wait for this one's Retry-After.
         honour = error.retry_after_s if self.keys.available() == 0 else None
+        if honour is not None and honour > self._backoff.cap_s:
+            # Longer than we hold a request for a retry (AI_RETRY_CAP_S): final here, so the
+            # caller fails over, or is answered at once with the upstream's Retry-After.
+            return None
         delay = self._backoff.delay(retries + 1, self._rng, honour)
         if self._clock.monotonic() + delay >= deadline or not self._budget.try_spend():
             return None
@@ -208,9 +251,13 @@ class GuardedProvider:
         def call(key: ApiKey) -> Awaitable[ProviderReply]:
             return self.adapter.complete(request, model, key)
 
-        reply, ticket, elapsed = await self._guarded(call, model, deadline, attempts, tokens)
+        upstream_s = self.call_timeout_s(request)
+        reply, ticket, elapsed, own = await self._guarded(
+            call, model, deadline, attempts, tokens, upstream_s
+        )
         self.breaker.success(ticket)
-        self.stats.record(elapsed, ok=True)
+        self.stats.record(own, ok=True)
+        self.stats.record_sized(own, request.max_tokens)
         self._metrics.attempt(self.name.value, model, "success", elapsed)
         attempts.append(
             Attempt(
@@ -237,8 +284,12 @@ class GuardedProvider:
         def call(key: ApiKey) -> Awaitable[ProviderStream]:
             return self.adapter.stream(request, model, key)
 
-        stream, ticket, elapsed = await self._guarded(call, model, deadline, attempts, tokens)
+        upstream_s = self.call_timeout_s(request, stream=True)
+        stream, ticket, elapsed, own = await self._guarded(
+            call, model, deadline, attempts, tokens, upstream_s
+        )
         self.breaker.success(ticket)
+        self.stats.record_first_text(own)
         self._metrics.first_text(self.name.value, model, elapsed)
         return stream
 
@@ -249,9 +300,11 @@ class GuardedProvider:
         deadline: float,
         attempts: list[Attempt],
         tokens: int,
-    ) -> tuple[T, Ticket, float]:
-        """(result, breaker ticket, seconds) of one call under a key, the breaker and the
-        adaptive timeout; a failure is booked, appended to `attempts` and raised."""
+        upstream_s: float,
+    ) -> tuple[T, Ticket, float, float]:
+        """(result, breaker ticket, seconds, the provider's own seconds) of one call under a
+        key, the breaker, the adaptive timeout `upstream_s`, the caller's deadline and the
+        pool wait; a failure is booked, appended to `attempts` and raised."""
         ticket = self.breaker.admit()
         if ticket is None:
             raise ProviderSkipped("circuit_open", self.breaker.open_remaining_s() or None)
@@ -261,15 +314,30 @@ class GuardedProvider:
             self.breaker.release(ticket)
             raise
         started = self._clock.monotonic()
-        budget = min(self.timeout_s(), deadline - started)
-        if budget <= 0:
+        remaining = deadline - started
+        if remaining <= 0:
             self.breaker.release(ticket)
-            raise ProviderSkipped("deadline")
+            raise ProviderSkipped(DEADLINE_SKIP)
+        bounds = CallBounds(upstream_s, remaining, self._pool_wait_s)
         try:
-            async with asyncio.timeout(budget):
+            async with bounds:
                 result = await call(key)
         except TimeoutError:
-            error = ProviderError(FailureKind.TIMEOUT, f"no answer within {budget:.2f}s")
+            fired = bounds.fired
+            if fired is not None and bounds.waiting:  # never left: our pool was full
+                self.breaker.release(ticket)
+                self._metrics.local_saturation.add(1, self.name.value)
+                if fired is Bound.POOL:
+                    raise ProviderSkipped(LOCAL_SATURATION, self._pool_wait_s) from None
+                raise ProviderSkipped(DEADLINE_SKIP) from None
+            if fired is Bound.CALLER:
+                error = ProviderError(
+                    FailureKind.CALLER_DEADLINE,
+                    f"the caller's deadline ({remaining:.3f}s) came before the provider's "
+                    f"timeout ({upstream_s:.2f}s)",
+                )
+            else:
+                error = ProviderError(FailureKind.TIMEOUT, f"no answer within {upstream_s:.2f}s")
         except ProviderError as exc:
             error = exc
         except BaseException:
@@ -277,7 +345,8 @@ class GuardedProvider:
             self.breaker.release(ticket)
             raise
         else:
-            return result, ticket, self._clock.monotonic() - started
+            elapsed = self._clock.monotonic() - started
+            return result, ticket, elapsed, max(0.0, elapsed - bounds.queued_s)
         elapsed = self._clock.monotonic() - started
         self._book_failure(error, ticket, key, model, elapsed)
         attempts.append(
@@ -302,6 +371,7 @@ class GuardedProvider:
         model: str,
         elapsed: float,
     ) -> None:
+        """A failed call's verdict: only the provider's own faults count against it."""
         if error.kind.is_provider_fault:
             self.breaker.failure(ticket)
             self.stats.record(elapsed, ok=False)
