@@ -32,6 +32,12 @@ class ChaosConfig(BaseModel):
 
     latency_ms: float = Field(0.0, ge=0, description="Fixed extra latency before answering.")
     latency_jitter_ms: float = Field(0.0, ge=0, description="Uniform extra 0..jitter ms.")
+    latency_per_token_ms: float = Field(
+        0.0,
+        ge=0,
+        description="Extra time per output token of the answer (as its usage counts them): "
+        "before a whole answer, spread over a stream's frames.",
+    )
     error_rate: float = Field(0.0, ge=0, le=1, description="Probability a call fails.")
     error_status: int = Field(503, ge=400, le=599, description="Status for injected errors.")
     retry_after: float | None = Field(

@@ -309,6 +309,8 @@ async def _answer(request: web.Request, call: Call, req: ChatRequest) -> web.Str
         }
     served = call.state.catalog.served_model(provider, req.model)
     info = call.info
+    # Generation time: an answer of more tokens takes longer, as with a real model.
+    generation_ms = cfg.latency_per_token_ms * usage.completion
     if cfg.wrong_content_type:
         call.stats.by_fault["wrong_content_type"] += 1
         return await _send(request, call, html_reply(), slow_ms=cfg.slow_body_ms)
@@ -328,6 +330,8 @@ async def _answer(request: web.Request, call: Call, req: ChatRequest) -> web.Str
         if cfg.malformed:
             call.stats.by_fault["malformed"] += 1
             reply = truncate(reply)
+        if generation_ms > 0:
+            await asyncio.sleep(generation_ms / 1000.0)
         return await _send(request, call, reply, slow_ms=cfg.slow_body_ms)
 
     if cfg.empty:
@@ -339,7 +343,8 @@ async def _answer(request: web.Request, call: Call, req: ChatRequest) -> web.Str
         call.stats.by_fault["malformed"] += 1
         frames = [frames[0], frames[0][: len(frames[0]) // 2]]
     call.outcome(200)
-    return await _stream(request, 200, dialect.stream_headers(info), frames, cfg.slow_body_ms)
+    spread_ms = cfg.slow_body_ms + generation_ms
+    return await _stream(request, 200, dialect.stream_headers(info), frames, spread_ms)
 
 
 async def probe(

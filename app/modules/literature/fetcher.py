@@ -17,13 +17,16 @@ Per request, in order:
 5. the body is streamed and cut at a cap chosen by its content type; content types outside
    the request's policy are refused before the body is read.
 
-The breaker sees only the host's own faults (5xx, timeouts, connection errors); refusals and
-our own cancellations are released unreported.
+The breaker sees only the host's own faults (5xx, timeouts, connection errors); refusals,
+our own cancellations, a timeout at the caller's deadline (its `tier_timeout_s` or the
+paper's overall deadline, shorter than the configured tier timeout: `deadline_is_callers`)
+and time spent waiting for a connection of our own pool are released unreported: a host is
+judged only on the time it was given in full.
 """
 
 from __future__ import annotations
 
-import asyncio
+import math
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -37,6 +40,8 @@ from aiohttp.abc import AbstractResolver
 from httpx_aiohttp import AiohttpTransport
 
 from app.core.clock import Clock
+from app.core.http import WatchedConnector
+from app.core.resilience.bounds import Bound, CallBounds
 from app.core.settings import LiteratureSettings
 from app.modules.literature.hostguards import HostGuards, RatePlan, RateRule
 from app.modules.literature.metrics import LiteratureMetrics
@@ -62,6 +67,9 @@ _OPAQUE_TYPES = frozenset(
 _PDF_MAGIC = b"%PDF-"
 # aiohttp's DNS cache: short, so a changed record is seen soon; entries hold checked addresses.
 _DNS_CACHE_TTL_S = 10
+# Fetch metric outcomes of a timeout that is no verdict on the host.
+CALLER_DEADLINE = "caller_deadline"
+LOCAL_SATURATION = "local_saturation"
 
 
 class FetchFailure(StrEnum):
@@ -214,7 +222,7 @@ class SafeFetcher:
 
     def _session(self) -> aiohttp.ClientSession:
         """Built on first use, inside the running loop (aiohttp needs one)."""
-        connector = aiohttp.TCPConnector(
+        connector = WatchedConnector(
             limit=self._settings.max_connections,
             resolver=GuardedResolver(self.policy, self._resolver_factory()),
             ttl_dns_cache=_DNS_CACHE_TTL_S,
@@ -233,12 +241,22 @@ class SafeFetcher:
             self._metrics.refusals.add(1, {"reason": refusal.reason.value})
             raise FetchRefused(refusal.reason, refusal.message) from None
 
-    async def fetch(self, url: str, *, deadline: float, policy: BodyPolicy) -> FetchResult:
-        """GET `url` under the guard; raises FetchError (FetchRefused when refused)."""
+    async def fetch(
+        self,
+        url: str,
+        *,
+        deadline: float,
+        policy: BodyPolicy,
+        deadline_is_callers: bool = False,
+    ) -> FetchResult:
+        """GET `url` under the guard; raises FetchError (FetchRefused when refused).
+
+        `deadline_is_callers`: the deadline is the caller's (shorter than the configured tier
+        timeout), so a host that has not answered by then is not at fault."""
         current = url
         for hop in range(self._settings.max_redirects + 1):
             target = self.check(current)
-            outcome = await self._once(target, deadline, policy, hop)
+            outcome = await self._once(target, deadline, policy, hop, deadline_is_callers)
             if isinstance(outcome, FetchResult):
                 return outcome
             current = urljoin(target.url, outcome.location)
@@ -248,7 +266,7 @@ class SafeFetcher:
         )
 
     async def _once(
-        self, target: Target, deadline: float, policy: BodyPolicy, hop: int
+        self, target: Target, deadline: float, policy: BodyPolicy, hop: int, callers: bool
     ) -> FetchResult | _Redirect:
         rule = self._plan.rule(target.host)
         breaker = self._guards.breaker(target.host)
@@ -266,8 +284,10 @@ class SafeFetcher:
             raise FetchError(FetchFailure.TIMEOUT, "no time left for this request")
         host_fault = False
         settled = False
+        # The host's own time is the whole deadline, unless that deadline is the caller's.
+        bounds = CallBounds(math.inf if callers else remaining, remaining, None)
         try:
-            async with asyncio.timeout(remaining):
+            async with bounds:
                 outcome = await self._exchange(target, policy, hop)
             if isinstance(outcome, FetchResult) and outcome.status >= 500:
                 host_fault = True
@@ -275,6 +295,14 @@ class SafeFetcher:
             self._metrics.fetch(rule.label, label)
             return outcome
         except TimeoutError:
+            fired = bounds.fired
+            if fired is Bound.POOL or fired is Bound.CALLER:
+                breaker.release(ticket)
+                settled = True
+                pool = fired is Bound.POOL
+                self._metrics.fetch(rule.label, LOCAL_SATURATION if pool else CALLER_DEADLINE)
+                message = "no connection was free in time" if pool else "the deadline passed"
+                raise FetchError(FetchFailure.TIMEOUT, message) from None
             host_fault = True
             self._metrics.fetch(rule.label, FetchFailure.TIMEOUT.value)
             raise FetchError(FetchFailure.TIMEOUT, "the host did not answer in time") from None

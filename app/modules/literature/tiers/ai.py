@@ -82,7 +82,10 @@ class AIVerificationTier(Tier):
         """(text, document kind) of the candidate, or the NO_SAMPLE outcome saying why."""
         try:
             result = await self._fetcher.fetch(
-                url, deadline=ctx.deadline, policy=self._fetcher.sample_policy
+                url,
+                deadline=ctx.deadline,
+                policy=self._fetcher.sample_policy,
+                deadline_is_callers=ctx.deadline_is_callers(self._settings),
             )
         except FetchError as error:
             ctx.refused |= isinstance(error, FetchRefused)

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import asyncio
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import ClassVar
 
@@ -40,6 +41,18 @@ from app.modules.literature.publishers import GENERIC, PageLinks, PublisherRegis
 CONTENT_CONFIRM_CHARS = 6000
 # Publisher PDF links checked per page; the first one is nearly always the article.
 PDF_LINKS_PER_PAGE = 2
+# A tier's deadline within this of the paper's is the paper's (float rounding of now + left).
+_SAME_DEADLINE_S = 1e-6
+# Each tier's configured timeout (what its `timeout_s` returns), by number, for contexts that
+# must know it without the tier at hand (the fetches an Examiner makes for any tier).
+CONFIGURED_TIMEOUTS: dict[TierNumber, Callable[[LiteratureSettings], float]] = {
+    TierNumber.DIRECT_URL: lambda s: s.direct_timeout_s,
+    TierNumber.PMC: lambda s: s.pmc_timeout_s,
+    TierNumber.UNPAYWALL: lambda s: s.unpaywall_timeout_s,
+    TierNumber.PUBLISHER: lambda s: s.publisher_timeout_s,
+    TierNumber.SECONDARY_LINKS: lambda s: s.secondary_timeout_s,
+    TierNumber.AI_VERIFICATION: lambda s: s.ai_timeout_s,
+}
 
 
 @dataclass(slots=True)
@@ -55,9 +68,28 @@ class TierContext:
     caller: str
     # Set when a fetch was refused by the guard, so the tier's outcome can say so.
     refused: bool = False
+    # The paper's own deadline: `deadline` as the context was made, before the service
+    # narrowed it to this tier's.
+    paper_deadline: float = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.paper_deadline = self.deadline
 
     def satisfied(self, finding: Finding | None) -> bool:
         return finding is not None and finding.confidence.rank >= self.wanted.rank
+
+    def deadline_is_callers(self, settings: LiteratureSettings) -> bool:
+        """Whether this tier's deadline is shorter than its configured timeout because of the
+        caller: the request's `tier_timeout_s`, or the paper's overall deadline (the batch's,
+        or `detect_deadline_s`). A host that has not answered by such a deadline is not at
+        fault: its breaker gets no verdict (ARCHITECTURE.md, "blame the right party")."""
+        configured = CONFIGURED_TIMEOUTS.get(self.tier)
+        if configured is None:
+            return True  # a tier that fetches nothing on its own time
+        asked = self.options.tier_timeout_s
+        if asked is not None and asked < configured(settings):
+            return True
+        return self.deadline >= self.paper_deadline - _SAME_DEADLINE_S
 
 
 class Tier(ABC):
@@ -101,6 +133,7 @@ class Examiner:
     ) -> None:
         self.fetcher = fetcher
         self.registry = registry
+        self.settings = settings
         self._max_chars = settings.max_html_bytes
 
     async def examine(self, url: str, ctx: TierContext) -> Examination:
@@ -108,7 +141,10 @@ class Examiner:
         ctx.evidence.candidates.pop(url, None)
         try:
             result = await self.fetcher.fetch(
-                url, deadline=ctx.deadline, policy=self.fetcher.page_policy
+                url,
+                deadline=ctx.deadline,
+                policy=self.fetcher.page_policy,
+                deadline_is_callers=ctx.deadline_is_callers(self.settings),
             )
         except FetchError as error:
             ctx.evidence.transient |= error.transient

@@ -51,6 +51,7 @@ class PmcTier(Tier):
                 f"{self._settings.pmc_idconv_url}?{urlencode(query)}",
                 deadline=ctx.deadline,
                 policy=fetcher.json_policy,
+                deadline_is_callers=ctx.deadline_is_callers(self._settings),
             )
         except FetchError as error:
             ctx.refused |= isinstance(error, FetchRefused)

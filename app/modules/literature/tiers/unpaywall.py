@@ -95,6 +95,7 @@ class UnpaywallTier(Tier):
                 f"{base}/{doi_path(ctx.paper.doi)}?email={email}",
                 deadline=ctx.deadline,
                 policy=fetcher.json_policy,
+                deadline_is_callers=ctx.deadline_is_callers(self._settings),
             )
         except FetchError as error:
             ctx.refused |= isinstance(error, FetchRefused)
