@@ -38,6 +38,9 @@ from app.modules.ai.schemas import (
     CompletionBody,
     CompletionOut,
     HealthOut,
+    KeyOut,
+    LedgerOut,
+    LiveOut,
     ProbeOut,
     ProviderHealthOut,
     ProvidersHealthOut,
@@ -158,12 +161,14 @@ class AIController(Controller):
         # media type, which then overrides the Stream's own, and an event stream must say so.
         return Response(completion)
 
-    @get("/usage", responses=problem_responses(401, 429))
+    @get("/usage", responses=problem_responses(401, 429, 503))
     @inject
     async def usage(
         self, ledger: FromDishka[UsageLedger], caller: FromDishka[Caller]
     ) -> CallerUsageOut:
-        """The calling caller's usage today (UTC day of the budgets), by provider and model."""
+        """The calling caller's usage today (UTC day of the budgets), by provider and model:
+        the ledger's database plus its rows not yet written. 503 with Retry-After while the
+        database cannot be read."""
         lines = await ledger.usage_today(caller.id)
         return CallerUsageOut(
             caller=caller.id,
@@ -238,54 +243,62 @@ class HealthController(Controller):
     tags = ("health",)
 
     @get("/live")
-    async def live(self) -> HealthOut:
-        """The process is up and serving HTTP."""
-        return HealthOut(status="ok")
+    async def live(self) -> LiveOut:
+        """The process is up and serving HTTP (liveness: restart it if this fails)."""
+        return LiveOut()
 
     @get(
         "/ready",
-        responses={503: ResponseSpec(HealthOut, description="No configured provider is usable")},
+        responses={
+            503: ResponseSpec(
+                HealthOut, description="This replica cannot take requests (config or ledger)"
+            )
+        },
     )
     @inject
     async def ready(
-        self, health: FromDishka[HealthService], settings: FromDishka[Settings]
+        self,
+        health: FromDishka[HealthService],
+        ledger: FromDishka[UsageLedger],
+        settings: FromDishka[Settings],
     ) -> Response[HealthOut]:
-        """Ready when at least one configured provider is not unhealthy. Says loudly when
-        caller authentication is disabled."""
-        reports = [h for h in health.all() if h.status is not HealthStatus.NOT_CONFIGURED]
-        configured = [h.provider.value for h in reports]
-        usable = [h.provider.value for h in reports if h.status is not HealthStatus.UNHEALTHY]
+        """Ready when this replica can take a request now: a provider is configured and the
+        usage ledger writer runs with room in its buffer. Upstream trouble is shared by every
+        replica, so it never makes one not ready (callers get fast typed 503s); it shows in
+        /health/ai-providers and the metrics. Says loudly when caller authentication is
+        disabled."""
+        readiness = health.readiness(ledger.status())
         auth = settings.gateway_auth
-        warning = (
-            "AUTHENTICATION DISABLED: every caller is anonymous" if auth == "disabled" else None
-        )
-        if usable:
-            return Response(
-                HealthOut(
-                    status="ready",
-                    providers_configured=configured,
-                    providers_usable=usable,
-                    auth=auth,
-                    detail=warning,
-                )
+        notes = list(readiness.problems)
+        if auth == "disabled":
+            notes.insert(0, "AUTHENTICATION DISABLED: every caller is anonymous")
+        if readiness.configured and not readiness.usable:
+            notes.append(
+                "every configured provider is unhealthy (see /health/ai-providers); "
+                "upstream trouble does not take a replica out of rotation"
             )
-        detail = (
-            "every configured provider is unhealthy"
-            if configured
-            else "no AI provider is configured (set an API key)"
-        )
+        status = readiness.ledger
         return Response(
             HealthOut(
-                status="not_ready", providers_configured=configured, auth=auth, detail=detail
+                status="ready" if readiness.ready else "not_ready",
+                providers_configured=list(readiness.configured),
+                providers_usable=list(readiness.usable),
+                auth=auth,
+                ledger=LedgerOut(
+                    writer_alive=status.writer_alive,
+                    buffered_rows=status.buffered_rows,
+                    buffer_max_rows=status.max_rows,
+                ),
+                detail="; ".join(notes) or None,
             ),
-            status_code=HTTP_503_SERVICE_UNAVAILABLE,
+            status_code=HTTP_200_OK if readiness.ready else HTTP_503_SERVICE_UNAVAILABLE,
         )
 
     @get("/ai-providers")
     @inject
     async def providers(self, health: FromDishka[HealthService]) -> ProvidersHealthOut:
         """Each provider's health: status and reasons, latency, error rate, breaker state,
-        adaptive timeout, keys, and the last free probe."""
+        adaptive timeout, keys (by short hash, with their state), and the last free probe."""
         reports = health.all()
         configured = [h for h in reports if h.status is not HealthStatus.NOT_CONFIGURED]
         if any(h.status is HealthStatus.HEALTHY for h in configured):
@@ -309,6 +322,14 @@ class HealthController(Controller):
                     timeout_s=h.timeout_s,
                     keys_total=h.keys_total,
                     keys_available=h.keys_available,
+                    keys=[
+                        KeyOut(
+                            id=k.id,
+                            state=k.state.value,
+                            retired_at=None if k.retired_at is None else k.retired_at.isoformat(),
+                        )
+                        for k in h.keys
+                    ],
                     last_check=None
                     if h.last_check is None
                     else ProbeOut(

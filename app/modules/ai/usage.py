@@ -2,8 +2,15 @@
 
 Rows are buffered and written in batches by a background task, off the request path. A
 write that fails (database briefly down) keeps its rows and is retried with backoff; only
-when the bounded buffer overflows are rows dropped, loudly and counted. Closing the ledger
-(graceful shutdown) flushes everything still buffered.
+when the bounded buffer overflows are rows dropped, counted one by one in the metric and
+logged once per burst (the first drop, then a count at most every DROP_LOG_INTERVAL_S and
+when the buffer takes rows again). Closing the ledger (graceful shutdown) flushes
+everything still buffered.
+
+The background task is the only writer (close() writes only once it has stopped): two
+writers would both insert the same buffered batch. Readers (`usage_today`) read the
+database plus the rows still buffered, under the lock the writer holds from a batch's
+insert to its removal from the buffer, so no row is counted twice or missed.
 """
 
 from __future__ import annotations
@@ -42,9 +49,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from app.core.clock import Clock
 from app.core.ids import random_hex
 from app.core.settings import Settings
+from app.modules.ai.errors import LedgerUnavailable
 from app.modules.ai.metrics import AIMetrics
 
 log = logging.getLogger("app.ai.ledger")
+
+# While the buffer is full, drops are logged at most this often (with their count).
+DROP_LOG_INTERVAL_S = 30.0
 
 metadata = MetaData()
 
@@ -71,6 +82,11 @@ llm_usage_logs = Table(
     # The model had no price of its own and was booked at its provider's worst known price
     # (AI_ALLOW_UNPRICED_MODELS); its cost_usd is an upper estimate, not the provider's bill.
     Column("price_estimated", Boolean, nullable=False, default=False, server_default=false()),
+    # cost_usd is our estimate, not the upstream's token counts at the price: a try that was
+    # sent but gave no answer (timed out, or the caller went away), booked at its estimated
+    # input cost because the provider may bill the prompt it read; or a stream that ended
+    # without the upstream's counts (migration 0003).
+    Column("cost_estimated", Boolean, nullable=False, default=False, server_default=false()),
     Column("error_message", Text, nullable=True),
     Column("metadata", JSON, nullable=True),
     Column("created_at", DateTime(timezone=True), nullable=False, index=True),
@@ -99,6 +115,7 @@ class UsageRow:
     cached: bool = False
     error_message: str | None = None
     price_estimated: bool = False
+    cost_estimated: bool = False
     metadata: dict[str, Any] = field(default_factory=dict)
     id: str = field(default_factory=random_hex)
 
@@ -123,9 +140,20 @@ class UsageRow:
             "cached": self.cached,
             "error_message": self.error_message,
             "price_estimated": self.price_estimated,
+            "cost_estimated": self.cost_estimated,
             "metadata": self.metadata,
             "created_at": self.created_at,
         }
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerStatus:
+    """What readiness needs from the ledger: is the writer running, and is the buffer still
+    below the point where rows are dropped (LEDGER_BUFFER_MAX_ROWS)?"""
+
+    writer_alive: bool
+    buffered_rows: int
+    max_rows: int
 
 
 class UsageLedger:
@@ -144,6 +172,14 @@ class UsageLedger:
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self._failures = 0
+        # Held from a batch's insert to its removal from the buffer, and by a reader across
+        # its query and its look at the buffer: the two views never overlap or miss a row.
+        self._io = asyncio.Lock()
+        # The current burst of dropped rows (buffer full): all of it, and the part not yet
+        # logged, and when it was last logged (None: no burst).
+        self._burst_dropped = 0
+        self._unlogged_drops = 0
+        self._drops_logged_at: float | None = None
         metrics.gauge(
             "ai_ledger_buffer_rows",
             "",
@@ -153,22 +189,66 @@ class UsageLedger:
 
     def record(self, rows: Sequence[UsageRow]) -> None:
         """Queue rows for the writer; never blocks and never touches the database."""
+        dropped = 0
         for row in rows:
             if len(self._buffer) >= self._max_rows:
-                self._metrics.ledger_write_failures.add(1, {"reason": "buffer_full"})
-                log.error(
-                    "ledger buffer full (%d rows): dropping a row; the database has been "
-                    "unavailable too long",
-                    self._max_rows,
-                )
+                dropped += 1
                 continue
+            self._end_drop_burst()
             self._buffer.append(row)
+        if dropped:
+            self._metrics.ledger_write_failures.add(dropped, {"reason": "buffer_full"})
+            self._log_drops(dropped)
         if len(self._buffer) >= self._batch:
             self._wake.set()
+
+    def _log_drops(self, dropped: int) -> None:
+        """One line when a burst of drops starts, then at most one per DROP_LOG_INTERVAL_S
+        with the count since the last: a full buffer drops every row, and a line per row
+        would flood the log exactly when the database is already in trouble."""
+        now = self._clock.monotonic()
+        self._burst_dropped += dropped
+        if self._drops_logged_at is None:
+            self._drops_logged_at = now
+            log.error(
+                "ledger buffer full (%d rows): dropping rows; the database has been "
+                "unavailable too long (further drops are counted and logged every %.0fs)",
+                self._max_rows,
+                DROP_LOG_INTERVAL_S,
+            )
+            self._unlogged_drops = dropped - 1
+            return
+        self._unlogged_drops += dropped
+        if now - self._drops_logged_at >= DROP_LOG_INTERVAL_S:
+            log.error(
+                "ledger buffer still full: %d more rows dropped (%d in this burst)",
+                self._unlogged_drops,
+                self._burst_dropped,
+            )
+            self._drops_logged_at = now
+            self._unlogged_drops = 0
+
+    def _end_drop_burst(self) -> None:
+        """The buffer takes rows again: say how many the burst dropped in all."""
+        if self._drops_logged_at is None:
+            return
+        log.error(
+            "ledger buffer takes rows again: %d rows were dropped while it was full",
+            self._burst_dropped,
+        )
+        self._burst_dropped = self._unlogged_drops = 0
+        self._drops_logged_at = None
 
     def start(self) -> None:
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name="usage-ledger-writer")
+
+    def status(self) -> LedgerStatus:
+        """Read-only: the writer task is running (started, not stopping, not crashed) and how
+        full the buffer is. A database outage alone keeps the writer alive and buffering."""
+        task = self._task
+        alive = task is not None and not task.done() and not self._stopping
+        return LedgerStatus(alive, len(self._buffer), self._max_rows)
 
     async def _run(self) -> None:
         # Never cancelled mid-write (close() asks it to stop), so a committed batch is
@@ -186,24 +266,30 @@ class UsageLedger:
         return min(30.0, self._interval * growth)
 
     async def flush(self) -> bool:
-        """Write everything buffered now; False if the database refused (rows are kept)."""
+        """Write everything buffered now; False if the database refused (rows are kept).
+
+        Only the writer task calls it, and close() once that task has ended: one writer."""
         while self._buffer:
-            batch = [self._buffer[i] for i in range(min(self._batch, len(self._buffer)))]
-            try:
-                async with self._engine.begin() as connection:
-                    await connection.execute(insert(llm_usage_logs), [r.values() for r in batch])
-            except (SQLAlchemyError, OSError) as exc:
-                self._failures += 1
-                self._metrics.ledger_write_failures.add(1, {"reason": "database"})
-                log.error(
-                    "ledger write failed (%s); %d rows kept for retry",
-                    type(exc).__name__,
-                    len(self._buffer),
-                )
-                return False
-            for _ in batch:
-                self._buffer.popleft()
+            async with self._io:
+                batch = [self._buffer[i] for i in range(min(self._batch, len(self._buffer)))]
+                try:
+                    async with self._engine.begin() as connection:
+                        await connection.execute(
+                            insert(llm_usage_logs), [r.values() for r in batch]
+                        )
+                except (SQLAlchemyError, OSError) as exc:
+                    self._failures += 1
+                    self._metrics.ledger_write_failures.add(1, {"reason": "database"})
+                    log.error(
+                        "ledger write failed (%s); %d rows kept for retry",
+                        type(exc).__name__,
+                        len(self._buffer),
+                    )
+                    return False
+                for _ in batch:
+                    self._buffer.popleft()
             self._failures = 0
+            self._end_drop_burst()
         return True
 
     async def close(self, timeout_s: float = 10.0) -> None:
@@ -249,8 +335,9 @@ class UsageLedger:
 
     async def usage_today(self, caller: str | None = None) -> list[dict[str, Any]]:
         """Today's rows summed by provider and model (optionally for one caller), for
-        GET /v1/usage. Flushes first, so a caller sees their own last call."""
-        await self.flush()
+        GET /v1/usage: the database's rows plus those still buffered, merged here, so a
+        caller sees their own last call without a write on the request path. Raises
+        LedgerUnavailable (503, Retry-After) when the database cannot be read."""
         now = self._clock.now().astimezone(self._zone)
         start = datetime.combine(now.date(), time(), tzinfo=self._zone)
         t = llm_usage_logs.c
@@ -267,25 +354,76 @@ class UsageLedger:
             )
             .where(t.created_at >= start)
             .group_by(t.provider, t.model)
-            .order_by(t.provider, t.model)
         )
         if caller is not None:
             query = query.where(t.user_id == caller)
-        async with self._engine.connect() as connection:
-            result = (await connection.execute(query)).all()
+        try:
+            async with self._io:  # no batch is between its insert and its removal meanwhile
+                async with self._engine.connect() as connection:
+                    result = (await connection.execute(query)).all()
+                buffered = [
+                    row
+                    for row in self._buffer
+                    if row.created_at >= start and (caller is None or row.user_id == caller)
+                ]
+        except (SQLAlchemyError, OSError) as exc:
+            log.warning("ledger read failed (%s)", type(exc).__name__)
+            raise LedgerUnavailable(
+                "the usage ledger's database cannot be read now; try again shortly",
+                retry_after_s=self._backoff(),
+            ) from exc
+        lines: dict[tuple[str, str | None], _UsageLine] = {}
+        for provider, model, attempts, prompt, completion, cost, successes, hits in result:
+            lines[(str(provider), None if model is None else str(model))] = _UsageLine(
+                attempts=int(_number(attempts)),
+                successes=int(_number(successes)),
+                cache_hits=int(_number(hits)),
+                prompt_tokens=int(_number(prompt)),
+                completion_tokens=int(_number(completion)),
+                cost_usd=_number(cost),
+            )
+        for row in buffered:
+            lines.setdefault((row.provider, row.model), _UsageLine()).add(row)
         return [
-            {
-                "provider": str(provider),
-                "model": model,
-                "attempts": int(_number(attempts)),
-                "successes": int(_number(successes)),
-                "cache_hits": int(_number(hits)),
-                "prompt_tokens": int(_number(prompt)),
-                "completion_tokens": int(_number(completion)),
-                "cost_usd": round(_number(cost), 9),
-            }
-            for provider, model, attempts, prompt, completion, cost, successes, hits in result
+            {"provider": provider, "model": model, **lines[(provider, model)].out()}
+            for provider, model in sorted(lines, key=_line_order)
         ]
+
+
+@dataclass(slots=True)
+class _UsageLine:
+    """One provider and model's sums for GET /v1/usage (the SQL query's columns)."""
+
+    attempts: int = 0
+    successes: int = 0
+    cache_hits: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float = 0.0
+
+    def add(self, row: UsageRow) -> None:
+        self.attempts += 1
+        self.successes += row.outcome == "success"
+        self.cache_hits += row.cached
+        self.prompt_tokens += row.prompt_tokens
+        self.completion_tokens += row.completion_tokens
+        self.cost_usd += row.cost_usd
+
+    def out(self) -> dict[str, Any]:
+        return {
+            "attempts": self.attempts,
+            "successes": self.successes,
+            "cache_hits": self.cache_hits,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "cost_usd": round(self.cost_usd, 9),
+        }
+
+
+def _line_order(key: tuple[str, str | None]) -> tuple[str, bool, str]:
+    """By provider, then model, a row without a model first (as SQLite orders NULL)."""
+    provider, model = key
+    return provider, model is not None, model or ""
 
 
 def _number(value: object) -> float:
