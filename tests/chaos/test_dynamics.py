@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 
+import httpx
 import pytest
 
 from tests.chaos.harness import PROVIDERS, Outcome
@@ -177,15 +178,26 @@ async def test_every_provider_down(chaos: Chaos) -> None:
     requests = int((start + window + 2.0) * rate)
     run = await chaos.start()
     recovered: list[float] = []
+    ready: list[int | None] = []
 
     async def outage() -> None:
         for name in PROVIDERS:
             await run.sandbox.chaos(name, down_for_s=window, error_status=503)
         recovered.append(run.now() + window)
 
+    async def readiness() -> None:
+        async with httpx.AsyncClient(base_url=run.service.url, timeout=2, trust_env=False) as c:
+            try:
+                ready.append((await c.get("/health/ready")).status_code)
+            except httpx.HTTPError:
+                ready.append(None)
+
     await run.gather(
         run.load(requests, rate=rate, concurrency=concurrency),
-        run.script((start, "every provider 503", outage)),
+        run.script(
+            (start, "every provider 503", outage),
+            *((start + at, "readiness read", readiness) for at in (1.0, 1.5, 2.0, 2.5)),
+        ),
     )
     observation = await run.finish()
     failed = [o for o in observation.outcomes if o.status == 503]
@@ -205,7 +217,8 @@ async def test_every_provider_down(chaos: Chaos) -> None:
             allowed_errors=frozenset({"all-providers-failed"}),
             min_success=None,
             # Only Groq gets traffic after the recovery; the others' breakers stay open (and
-            # are gated) until a request needs them.
+            # are gated) until a request or a health probe takes their trial, and probes run
+            # only at start here (AI_HEALTH_PROBE_INTERVAL_S=600).
             breakers=(
                 BreakerCase("groq", RESET_S, recovered_at=recovered[0]),
                 *(BreakerCase(name, RESET_S) for name in PROVIDERS[1:]),
@@ -224,6 +237,15 @@ async def test_every_provider_down(chaos: Chaos) -> None:
                     f"median 503 after the trips {fast[len(fast) // 2] * 1000:.0f} ms"
                     if fast
                     else "no 503 after the trips",
+                ),
+                # Readiness is about this replica, not the upstreams: every replica shares this
+                # outage, and taking them all out of the load balancer would turn these fast
+                # typed 503s into refused connections. (It used to answer 503 here.)
+                verdict(
+                    "ready",
+                    "/health/ready stays 200 while every provider is down",
+                    len(ready) == 4 and all(status == 200 for status in ready),
+                    f"/health/ready during the outage: {ready}",
                 ),
                 verdict(
                     "recovers",

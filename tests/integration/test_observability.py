@@ -97,7 +97,10 @@ async def test_failed_probe_and_errors_degrade_then_open_breaker_is_unhealthy(
     assert health["gemini"] == 1.0
 
 
-async def test_not_ready_when_every_configured_provider_is_unhealthy(sandbox: Sandbox) -> None:
+async def test_still_ready_when_every_configured_provider_is_unhealthy(sandbox: Sandbox) -> None:
+    """Readiness is about this replica. Every replica shares the upstream's outage, so a
+    503 here would take them all out of the load balancer and turn the gateway's fast typed
+    503s into refused connections; the outage shows in /health/ai-providers instead."""
     settings = Settings(
         ai_provider_priority="groq",
         groq=GroqSettings(
@@ -110,9 +113,18 @@ async def test_not_ready_when_every_configured_provider_is_unhealthy(sandbox: Sa
     async with gateway_client(create_app(settings)) as client:
         for _ in range(2):
             await client.post("/v1/ai/completions", json={"prompt": "x"})
+        answer = await client.post("/v1/ai/completions", json={"prompt": "x"})
         ready = await client.get("/health/ready")
-    assert ready.status_code == 503
-    assert ready.json()["detail"] == "every configured provider is unhealthy"
+        report = (await client.get("/health/ai-providers")).json()
+    assert answer.status_code == 503  # callers get a fast typed answer
+    assert answer.json()["type"].endswith("/all-providers-failed")
+    assert ready.status_code == 200
+    body = ready.json()
+    assert body["status"] == "ready"
+    assert body["providers_configured"] == ["groq"]
+    assert body["providers_usable"] == []
+    assert "every configured provider is unhealthy" in body["detail"]
+    assert report["status"] == "unhealthy"
 
 
 async def test_metrics_has_every_name_with_its_type_after_traffic(

@@ -113,6 +113,7 @@ class AIModule(Provider):
                     max_samples=settings.ai_latency_window_samples,
                     window_s=settings.ai_latency_window_s,
                 ),
+                pool_wait_s=settings.ai_pool_wait_s,
             )
             guards[name] = GuardedProvider(
                 build_adapter(name, settings),
@@ -149,6 +150,13 @@ class AIModule(Provider):
             "",
             "Provider health: 1 healthy, 0.5 degraded, 0 unhealthy",
             lambda: [(health.provider(n).status.gauge, {"provider": n.value}) for n in guards],
+        )
+        metrics.gauge(
+            "ai_provider_key_state",
+            "{key}",
+            "API keys per provider, key id (short hash) and state (active, resting, retired): "
+            "1 for the state a key is in, 0 for the others",
+            health.key_states,
         )
         return health
 

@@ -151,11 +151,30 @@ class ChatCompletionOut(BaseModel):
     cost_usd: float = Field(description="Gateway extension: cost of this call in USD")
 
 
+class LiveOut(BaseModel):
+    """`GET /health/live`: the process answers HTTP, nothing more."""
+
+    status: Literal["ok"] = "ok"
+
+
+class LedgerOut(BaseModel):
+    writer_alive: bool = Field(description="The background ledger writer is running")
+    buffered_rows: int = Field(description="Rows waiting to be written")
+    buffer_max_rows: int = Field(description="LEDGER_BUFFER_MAX_ROWS: past it rows are dropped")
+
+
 class HealthOut(BaseModel):
+    """`GET /health/ready`: whether this replica can take a request now. Provider health is
+    informational here (`providers_usable`); it never makes a replica not ready."""
+
     status: Literal["ok", "ready", "not_ready"]
     providers_configured: list[str] = Field(default_factory=list)
-    providers_usable: list[str] = Field(default_factory=list)
+    providers_usable: list[str] = Field(
+        default_factory=list,
+        description="Configured providers not unhealthy now (see /health/ai-providers)",
+    )
     auth: Literal["enabled", "disabled"] | None = None
+    ledger: LedgerOut | None = None
     detail: str | None = None
 
 
@@ -164,6 +183,15 @@ class ProbeOut(BaseModel):
     at: str = Field(description="When the probe ran (UTC, ISO 8601)")
     latency_ms: float
     error: str | None
+
+
+class KeyOut(BaseModel):
+    id: str = Field(description="First 8 hex digits of the key's SHA-256; never the key")
+    state: Literal["active", "resting", "retired"] = Field(
+        description="resting after a 429 until its Retry-After; retired after a 401/403 until "
+        "a health probe with it is accepted"
+    )
+    retired_at: str | None = Field(description="When it was refused (UTC, ISO 8601)")
 
 
 class ProviderHealthOut(BaseModel):
@@ -178,6 +206,7 @@ class ProviderHealthOut(BaseModel):
     timeout_s: float | None
     keys_total: int
     keys_available: int
+    keys: list[KeyOut] = Field(default_factory=list)
     last_check: ProbeOut | None
 
 
