@@ -32,6 +32,13 @@ log = logging.getLogger("app.ai.budget")
 ALERT_LEVELS = (80, 90, 100)
 TOTAL = "total"
 CALLER_PREFIX = "caller:"
+# Retry-After when only money held by calls still in flight blocks a request (what is spent
+# leaves room for it). A reservation is the call's worst case and is released the moment the
+# call ends, settled to a real cost that is mostly far below it; calls end within seconds
+# (AI_REQUEST_DEADLINE_S at most). A short constant, not the time to midnight: a client told
+# to come back tomorrow while most of the budget is left would stop for no reason. A client
+# that returns too early gets another short answer, or the true wait once money is spent.
+HELD_RETRY_AFTER_S = 2.0
 
 
 def usd(value: float) -> Decimal:
@@ -51,10 +58,16 @@ class Reservation:
 
 @dataclass(frozen=True, slots=True)
 class Blocked:
-    """Which budget would be passed, and when it resets."""
+    """Which budget would be passed, and when it is worth asking again.
+
+    `held` False: what is already spent leaves no room for this call's worst case; it may
+    pass again only at the day's reset (`retry_after_s` runs to it). `held` True: what is
+    spent leaves room, and only money held by calls still in flight is in the way; those
+    release it as they end, so `retry_after_s` is short (HELD_RETRY_AFTER_S)."""
 
     budget: str
     retry_after_s: float
+    held: bool = False
 
 
 @dataclass(slots=True)
@@ -135,15 +148,22 @@ class BudgetGuard:
     ) -> Reservation | Blocked:
         """Hold `worst_case_usd` against every budget that applies, or say which would pass.
 
-        A free call (worst case 0) is never blocked and holds nothing."""
+        A free call (worst case 0) is never blocked and holds nothing. A budget truly spent
+        for this call wins over one only held by calls in flight: the caller is told the
+        longest true wait, never a short one that cannot help."""
         day = self._current()
         amount = usd(worst_case_usd)
         if amount <= 0:
             return Reservation(day.day, (), Decimal(0))
         budgets = self._budgets_for(provider, caller)
+        held: str | None = None
         for name, limit in budgets:
-            if day.spent[name] + day.reserved[name] + amount > limit:
+            if day.spent[name] + amount > limit:  # truly spent, whatever is in flight
                 return Blocked(name, self.seconds_until_reset())
+            if held is None and day.spent[name] + day.reserved[name] + amount > limit:
+                held = name
+        if held is not None:
+            return Blocked(held, min(HELD_RETRY_AFTER_S, self.seconds_until_reset()), held=True)
         for name, _ in budgets:
             day.reserved[name] += amount
         return Reservation(day.day, tuple(name for name, _ in budgets), amount)

@@ -2,14 +2,22 @@
 
 cache (exact match, single-flight) -> route (strategy) -> per model: budget reserve ->
 guarded provider call -> budget settle -> ledger rows for every upstream attempt
+
+A try that was sent but gave no answer may still be billed: a provider bills the prompt it
+read even when the answer never arrives (our timeout) or is no longer awaited (the caller
+went away). Such a try (BILLED_WITHOUT_ANSWER) is booked at its estimated input cost (the
+prompt's estimated tokens at the model's input price), not at $0: in the budget (the
+reservation settles to it), in the cost metric, and in its ledger row, flagged
+`cost_estimated`.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from functools import partial
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from app.core.clock import Clock
 from app.core.ids import random_hex
@@ -51,6 +59,15 @@ MESSAGE_OVERHEAD_TOKENS = 8
 BUDGET_SKIP = "budget_exceeded"
 # A paid provider's model the price table does not price (AI_ALLOW_UNPRICED_MODELS=false).
 UNPRICED_SKIP = "unpriced_model"
+# The attempt row of a call the caller stopped awaiting (cancelled) after it was sent.
+CANCELLED = STREAM_CANCELLED
+# Failed tries that may be billed without an answer: the request was sent and the provider
+# may have read (and billed) the prompt: cut short by the provider's timeout or by the
+# caller's own deadline (a call still waiting for a connection of our own pool is skipped by
+# the guard instead, never sent), or no longer awaited by the caller.
+BILLED_WITHOUT_ANSWER = frozenset(
+    {FailureKind.TIMEOUT.value, FailureKind.CALLER_DEADLINE.value, CANCELLED}
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +78,8 @@ class ProviderVerdict:
     reason: str
     retry_after_s: float | None
     budget_blocked: bool = False
+    # Blocked only by money held by calls still in flight (see budget.Blocked.held).
+    budget_held: bool = False
     unpriced: bool = False
 
 
@@ -79,6 +98,8 @@ class _Call:
     request_id: str
     started: float
     deadline: float
+    # Indexes into the call's attempts whose cost is our estimate, not the upstream's count.
+    estimated: set[int] = field(default_factory=set)
 
 
 class UnifiedAIService:
@@ -122,7 +143,11 @@ class UnifiedAIService:
         call = self._new_call(request, context, deadline_s)
         plan = self._router.plan(request.model, request.strategy)  # 400 before anything else
         response, hit = await self._cache.get_or_compute(
-            request, lambda: self._call(plan, call), plan=plan, caller=call.context.caller
+            request,
+            lambda: self._call(plan, call),
+            plan=plan,
+            caller=call.context.caller,
+            wait_s=call.deadline - self._clock.monotonic(),
         )
         if not hit:
             return response
@@ -237,17 +262,38 @@ class UnifiedAIService:
                 extra={"attempts": _attempts(attempts)},
             )
         if verdicts and all(v.budget_blocked for v in verdicts):
-            return BudgetExceeded(
-                "every provider that could answer is over its daily budget: "
-                + "; ".join(f"{v.provider.value}: {v.reason}" for v in verdicts),
-                retry_after_s=self._budget.seconds_until_reset(),
-                extra=extra,
-            )
+            return self._over_budget(verdicts, extra)
         waits = [v.retry_after_s for v in verdicts if v.retry_after_s is not None]
         detail = "; ".join(f"{v.provider.value}: {v.reason}" for v in verdicts)
         return AllProvidersFailed(
             f"no provider could answer: {detail or 'none is configured'}",
             retry_after_s=min(waits) if waits else DEFAULT_RETRY_AFTER_S,
+            extra=extra,
+        )
+
+    def _over_budget(
+        self, verdicts: list[ProviderVerdict], extra: dict[str, Any]
+    ) -> BudgetExceeded:
+        """Every provider is blocked by a budget. Retry-After is the soonest a provider may
+        pass again: the day's reset where money is truly spent, a few seconds where only
+        reservations of calls still in flight are in the way (budget.HELD_RETRY_AFTER_S)."""
+        reasons = "; ".join(f"{v.provider.value}: {v.reason}" for v in verdicts)
+        if all(v.budget_held for v in verdicts):
+            lead = (
+                "every provider that could answer has its daily budget held by calls still in "
+                "flight (what is spent leaves room for this request; retry shortly)"
+            )
+        elif any(v.budget_held for v in verdicts):
+            lead = (
+                "every provider that could answer is over its daily budget or held by calls "
+                "still in flight"
+            )
+        else:
+            lead = "every provider that could answer is over its daily budget"
+        waits = [v.retry_after_s for v in verdicts if v.retry_after_s is not None]
+        return BudgetExceeded(
+            f"{lead}: {reasons}",
+            retry_after_s=min(waits) if waits else self._budget.seconds_until_reset(),
             extra=extra,
         )
 
@@ -292,9 +338,12 @@ class UnifiedAIService:
                 attempts.append(Attempt(guard.name, model, AttemptOutcome.SKIPPED, BUDGET_SKIP))
                 verdict = ProviderVerdict(
                     guard.name,
-                    f"{reservation.budget} daily budget reached",
+                    f"{reservation.budget} daily budget held by calls in flight"
+                    if reservation.held
+                    else f"{reservation.budget} daily budget reached",
                     reservation.retry_after_s,
                     budget_blocked=True,
+                    budget_held=reservation.held,
                 )
                 continue
             try:
@@ -310,6 +359,12 @@ class UnifiedAIService:
                         f"{guard.name.value} rejected the request as invalid"
                         + (f" ({error.code})" if error.code else "")
                         + "; check the messages, max_tokens and model",
+                        extra={"attempts": _attempts(attempts)},
+                    ) from error
+                if error.kind is FailureKind.CALLER_DEADLINE:  # no time left for anyone
+                    raise DeadlineExceeded(
+                        f"the request's deadline ({call.deadline - call.started:.3f}s) passed "
+                        f"while {guard.name.value} was answering",
                         extra={"attempts": _attempts(attempts)},
                     ) from error
                 verdict = ProviderVerdict(
@@ -329,8 +384,10 @@ class UnifiedAIService:
         may_retry: MayRetry,
         reservation: Reservation,
     ) -> AIResponse:
-        """One model's whole answer; the reservation is settled whatever happens."""
-        cost = 0.0
+        """One model's whole answer; the reservation is settled whatever happens: to the
+        answer's cost plus the estimated cost of every try billed without an answer."""
+        first, started = len(attempts), self._clock.monotonic()
+        cost = unanswered = 0.0
         try:
             reply = await guard.complete(
                 call.request, model, call.deadline, attempts, may_retry=may_retry
@@ -338,8 +395,12 @@ class UnifiedAIService:
             cost = self._prices.cost(
                 guard.name, model, reply.prompt_tokens, reply.completion_tokens
             )
+        except asyncio.CancelledError:
+            self._cancelled(attempts, first, started, guard, model)
+            raise
         finally:
-            self._budget.settle(reservation, cost)
+            unanswered = self._book_unanswered(call, attempts, first, guard, model)
+            self._budget.settle(reservation, cost + unanswered)
         attempts[-1] = replace(attempts[-1], cost_usd=cost)
         self._metrics.usage(
             guard.name.value, model, reply.prompt_tokens, reply.completion_tokens, cost
@@ -349,10 +410,70 @@ class UnifiedAIService:
             provider=guard.name,
             model=reply.model,
             usage=Usage(reply.prompt_tokens, reply.completion_tokens),
-            cost_usd=cost,
+            # What this request was booked at: the answer and any earlier try of this model
+            # billed without an answer (the same sum the budget and the ledger hold).
+            cost_usd=cost + unanswered,
             latency_ms=0.0,
             finish_reason=reply.finish_reason,
         )
+
+    def _cancelled(
+        self,
+        attempts: list[Attempt],
+        first: int,
+        started: float,
+        guard: GuardedProvider,
+        model: str,
+    ) -> None:
+        """The caller stopped awaiting this model's answer: the try in flight becomes an
+        attempt (the guard books no verdict and no attempt for a cancellation), so it is
+        booked and has its ledger row. Cancelled in the guard's pause between two tries, no
+        try was in flight; that cannot be told from here and is booked too (over, never
+        under)."""
+        if any(a.error_type == CANCELLED for a in attempts[first:]):
+            return  # the guard booked it itself
+        earlier = sum(a.latency_ms for a in attempts[first:]) / 1000
+        elapsed = max(0.0, self._clock.monotonic() - started - earlier)
+        attempts.append(
+            Attempt(
+                guard.name,
+                model,
+                AttemptOutcome.ERROR,
+                CANCELLED,
+                latency_ms=elapsed * 1000,
+                endpoint=guard.adapter.endpoint,
+                error_message="cancelled: the caller went away after the request was sent",
+            )
+        )
+
+    def _book_unanswered(
+        self,
+        call: _Call,
+        attempts: list[Attempt],
+        first: int,
+        guard: GuardedProvider,
+        model: str,
+    ) -> float:
+        """Cost every try of `model` since `first` that was sent and may be billed without
+        an answer (BILLED_WITHOUT_ANSWER) at its estimated input cost; the USD booked."""
+        quote = self._prices.quote(guard.name, model)
+        tokens = estimate_tokens(call.request.messages)
+        each = quote.cost(tokens, 0) if quote is not None else 0.0
+        if each <= 0:
+            return 0.0  # a free model: nothing to estimate
+        total = 0.0
+        for index in range(first, len(attempts)):
+            attempt = attempts[index]
+            if (
+                attempt.outcome is AttemptOutcome.ERROR
+                and attempt.error_type in BILLED_WITHOUT_ANSWER
+                and index not in call.estimated
+            ):
+                attempts[index] = replace(attempt, prompt_tokens=tokens, cost_usd=each)
+                call.estimated.add(index)
+                self._metrics.usage(guard.name.value, model, tokens, 0, each)
+                total += each
+        return total
 
     async def _open_stream(
         self,
@@ -364,17 +485,23 @@ class UnifiedAIService:
         reservation: Reservation,
     ) -> AIStream:
         """One model's answer, opened; the reservation stays held until the stream ends."""
+        first = len(attempts)
         opened_at = self._clock.monotonic()
         try:
             stream = await guard.open_stream(
                 call.request, model, call.deadline, attempts, may_retry=may_retry
             )
-        except BaseException:
-            self._budget.settle(reservation, 0.0)
+        except BaseException as error:
+            if isinstance(error, asyncio.CancelledError):
+                self._cancelled(attempts, first, opened_at, guard, model)
+            unanswered = self._book_unanswered(call, attempts, first, guard, model)
+            self._budget.settle(reservation, unanswered)
             raise
+        # Tries that timed out before this one opened: the stream's reservation covers them.
+        unanswered = self._book_unanswered(call, attempts, first, guard, model)
 
         def end(result: StreamResult) -> tuple[int, int]:
-            return self._end_stream(guard, model, call, attempts, reservation, result)
+            return self._end_stream(guard, model, call, attempts, reservation, result, unanswered)
 
         return AIStream(stream, guard.name, call.deadline, self._clock, opened_at, end)
 
@@ -386,15 +513,21 @@ class UnifiedAIService:
         attempts: list[Attempt],
         reservation: Reservation,
         result: StreamResult,
+        unanswered: float = 0.0,
     ) -> tuple[int, int]:
         """Book a finished stream: the upstream's own token counts when it sent them (a
-        stream cut short is billed for what was generated), the real cost, the attempt row."""
+        stream cut short is billed for what was generated, estimated from the text when the
+        upstream sent no counts: the row is flagged `cost_estimated`), the cost, the attempt
+        row. `unanswered`: what tries of this model billed without an answer before the
+        stream opened were booked at; the reservation settles to both."""
         prompt, completion = result.usage or (
             estimate_tokens(call.request.messages),
             estimate_chars(result.chars),
         )
         cost = self._prices.cost(guard.name, model, prompt, completion)
-        self._budget.settle(reservation, cost)
+        self._budget.settle(reservation, cost + unanswered)
+        if result.usage is None and cost > 0:
+            call.estimated.add(len(attempts))  # the attempt appended below
         error = result.error
         guard.finish_stream(model, result.elapsed_s, error, cancelled=result.cancelled)
         self._metrics.usage(guard.name.value, model, prompt, completion, cost)
@@ -447,6 +580,7 @@ class UnifiedAIService:
                 duration_ms=a.latency_ms,
                 error_message=a.error_message,
                 price_estimated=a.model is not None and self._estimated(a.provider, a.model),
+                cost_estimated=number - 1 in call.estimated,
                 metadata={"attempt": number, "strategy": _strategy(call.request)},
                 created_at=now,
             )
