@@ -26,12 +26,7 @@ def _settings() -> Settings:
 
 
 def serve(args: argparse.Namespace) -> int:
-    from app.core.server import (
-        DescriptorBudgetError,
-        connection_limits,
-        descriptor_limit_for,
-        run_server,
-    )
+    from app.core.server import DescriptorBudgetError, plan_limits, run_server
     from app.main import ConfigurationError, create_app
 
     settings = _settings()
@@ -49,7 +44,7 @@ def serve(args: argparse.Namespace) -> int:
     try:
         # Slow and idle clients are bounded (app.core.server): the numbers come first, so a
         # descriptor limit too low for the pools is a configuration error, not a late EMFILE.
-        limits = connection_limits(settings, descriptor_limit_for(settings))
+        limits = plan_limits(settings)
         app = create_app(settings)
     except (ConfigurationError, DescriptorBudgetError) as exc:
         print(f"configuration error: {exc}", file=sys.stderr)

@@ -168,6 +168,23 @@ def descriptor_limit_for(settings: Settings) -> int:
     return soft
 
 
+def plan_limits(settings: Settings) -> ConnectionLimits:
+    """The limits `serve` runs with: the descriptor limit (raised if it can be), split as
+    `connection_limits` says, with a warning when the configured cap had to come down."""
+    descriptors = descriptor_limit_for(settings)
+    limits = connection_limits(settings, descriptors)
+    if limits.max_connections < settings.http_max_connections:
+        log.warning(
+            "HTTP_MAX_CONNECTIONS lowered to %s: RLIMIT_NOFILE %s, %s reserved for upstream "
+            "pools and the database, %s for the listen backlog",
+            limits.max_connections,
+            descriptors,
+            reserved_descriptors(settings),
+            limits.backlog,
+        )
+    return limits
+
+
 class Guarded(Protocol):
     """What the registry needs from a connection."""
 
