@@ -13,6 +13,7 @@ Three kinds of latency are kept apart, because each bounds a different wait:
 from __future__ import annotations
 
 import math
+from bisect import bisect_left, insort
 from collections import deque
 from dataclasses import dataclass
 
@@ -55,8 +56,9 @@ def class_ceiling(index: int) -> int:
 
 
 class LatencyWindow:
-    """The last `max_samples` latencies, none older than `window_s`, with a sorted copy
-    rebuilt only when the window changed: every attempt reads it, fewer change it."""
+    """The last `max_samples` latencies, none older than `window_s`, kept sorted as well:
+    every attempt reads the sorted copy, so it is updated in place (one bisect per sample in
+    and out) rather than re-sorted after every call."""
 
     __slots__ = ("_clock", "_samples", "_sorted", "_window_s")
 
@@ -64,23 +66,28 @@ class LatencyWindow:
         self._clock = clock
         self._window_s = window_s
         self._samples: deque[tuple[float, float]] = deque(maxlen=max_samples)
-        self._sorted: list[float] | None = None
+        self._sorted: list[float] = []
+
+    def __len__(self) -> int:
+        return len(self._samples)
 
     def add(self, latency_s: float) -> None:
-        self._samples.append((self._clock.monotonic(), latency_s))
-        self._sorted = None
+        samples = self._samples
+        if len(samples) == samples.maxlen:  # the oldest is pushed out by this append
+            self._forget(samples[0][1])
+        samples.append((self._clock.monotonic(), latency_s))
+        insort(self._sorted, latency_s)
 
     def sorted(self) -> list[float]:
         """Sorted latencies in the window; the caller must not modify the list."""
         samples = self._samples
-        if samples and samples[0][0] < self._clock.monotonic() - self._window_s:
-            cutoff = self._clock.monotonic() - self._window_s
-            while samples and samples[0][0] < cutoff:
-                samples.popleft()
-            self._sorted = None
-        if self._sorted is None:
-            self._sorted = sorted(latency for _, latency in samples)
+        cutoff = self._clock.monotonic() - self._window_s
+        while samples and samples[0][0] < cutoff:
+            self._forget(samples.popleft()[1])
         return self._sorted
+
+    def _forget(self, latency_s: float) -> None:
+        del self._sorted[bisect_left(self._sorted, latency_s)]
 
 
 class ProviderStats:
