@@ -92,10 +92,16 @@ async def _providers(client: Client) -> dict[str, dict[str, Any]]:
 
 
 async def _probe_rounds(sandbox: Sandbox, rounds: int) -> None:
-    """Wait until every provider has been probed `rounds` more times from now."""
+    """Wait until `rounds` whole probe rounds begun after now have ended.
+
+    Rounds run one after another, so a round's probe reaching the sandbox proves the round
+    before it has ended; the first probe counted may belong to a round begun before now.
+    Hence `rounds` + 2 new probes per provider.
+    """
     start = sandbox.stats()
+    wanted = rounds + 2
     await _eventually(
-        lambda: all(sandbox.stats()[p]["probes"] >= start[p]["probes"] + rounds for p in PROVIDERS),
+        lambda: all(sandbox.stats()[p]["probes"] >= start[p]["probes"] + wanted for p in PROVIDERS),
         what=f"{rounds} probe rounds",
     )
 
