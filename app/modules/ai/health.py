@@ -133,10 +133,9 @@ class HealthService:
         if key is None:
             outcome = _Ping("no usable key")
         else:
-            ticket = guard.breaker.admit_trial()
-            outcome = await self._ping(guard, key, ticket)
-            if outcome.kind is FailureKind.AUTH:
-                self._retire(guard, key)
+            # A refusal here is reported, not acted on: only a call retires a key (its 401 is
+            # the one a caller would otherwise meet again).
+            outcome = await self._ping(guard, key, guard.breaker.admit_trial())
         result = ProbeResult(
             ok=outcome.error is None,
             at=self._clock.now(),
@@ -191,12 +190,6 @@ class HealthService:
             else:
                 guard.breaker.release(ticket)
         return outcome
-
-    def _retire(self, guard: GuardedProvider, key: ApiKey) -> None:
-        if key.disabled:
-            return
-        guard.keys.retire(key)
-        log.warning("api key refused by a probe provider=%s key_id=%s", guard.name.value, key.id)
 
     async def probe_all(self) -> None:
         await asyncio.gather(*(self.probe(guard) for guard in self._guards.values()))
