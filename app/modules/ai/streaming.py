@@ -88,8 +88,10 @@ class AIStream:
                         text = await anext(pieces)
                 except StopAsyncIteration:
                     break
-                except TimeoutError:
-                    error = ProviderError(FailureKind.TIMEOUT, "the request's deadline passed")
+                except TimeoutError:  # the request's deadline: nothing said about the provider
+                    error = ProviderError(
+                        FailureKind.CALLER_DEADLINE, "the request's deadline passed"
+                    )
                     raise error from None
                 except ProviderError as exc:
                     error = exc
