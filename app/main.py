@@ -22,7 +22,7 @@ from app.core.metrics_endpoint import metrics
 from app.core.problems import problem_response
 from app.core.settings import Settings
 from app.core.shared import SharedState
-from app.modules.ai.budget import BudgetGuard, restore_budgets
+from app.modules.ai.budget import BudgetStore
 from app.modules.ai.controller import AIController, HealthController
 from app.modules.ai.health import HealthService
 from app.modules.ai.metrics import AIMetrics
@@ -62,8 +62,9 @@ def create_app(settings: Settings | None = None, *overrides: Provider) -> Litest
             await shared.start()  # up or down is known before the first request
         ledger = await container.get(UsageLedger)
         ledger.start()
-        # A restart must not reset a budget: today's spend comes back from the ledger.
-        await restore_budgets(await container.get(BudgetGuard), ledger)
+        # A restart must not reset a budget: today's (and this month's) spend comes back from
+        # the ledger, or from Redis when it is shared (seeded from the ledger if it is empty).
+        await (await container.get(BudgetStore)).rebuild(ledger)
         # Build clients and guards at start, not on the first request.
         await container.get(UnifiedAIService)
         overhead.histogram = (await container.get(AIMetrics)).overhead
@@ -76,7 +77,7 @@ def create_app(settings: Settings | None = None, *overrides: Provider) -> Litest
     async def stop() -> None:
         await (await container.get(HealthService)).stop()
         await (await container.get(UsageLedger)).close()
-        await (await container.get(BudgetGuard)).aclose()
+        await (await container.get(BudgetStore)).aclose()
         await container.close()
 
     limits = body_limits(settings)

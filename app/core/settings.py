@@ -403,6 +403,14 @@ class Settings(BaseSettings):
     daily_budget_usd_openai: float | None = Field(default=100.0, ge=0)
     daily_budget_usd_total: float | None = Field(default=None, ge=0)
     daily_budget_usd_per_caller: float | None = Field(default=None, ge=0)
+    # Monthly caps in USD beside the daily ones (the month in BUDGET_TIMEZONE), with the same
+    # reservation and alert rules. None: no monthly cap.
+    monthly_budget_usd_groq: float | None = Field(default=None, ge=0)
+    monthly_budget_usd_gemini: float | None = Field(default=None, ge=0)
+    monthly_budget_usd_azure: float | None = Field(default=None, ge=0)
+    monthly_budget_usd_openai: float | None = Field(default=None, ge=0)
+    monthly_budget_usd_total: float | None = Field(default=None, ge=0)
+    monthly_budget_usd_per_caller: float | None = Field(default=None, ge=0)
     budget_timezone: str = "UTC"
     # Optional: alerts at 80/90/100 % are also POSTed here (bounded timeout, never blocking).
     budget_alert_webhook_url: str | None = None
@@ -508,6 +516,14 @@ class Settings(BaseSettings):
             ProviderName.GEMINI: self.daily_budget_usd_gemini,
             ProviderName.AZURE: self.daily_budget_usd_azure,
             ProviderName.OPENAI: self.daily_budget_usd_openai,
+        }[name]
+
+    def monthly_budget(self, name: ProviderName) -> float | None:
+        return {
+            ProviderName.GROQ: self.monthly_budget_usd_groq,
+            ProviderName.GEMINI: self.monthly_budget_usd_gemini,
+            ProviderName.AZURE: self.monthly_budget_usd_azure,
+            ProviderName.OPENAI: self.monthly_budget_usd_openai,
         }[name]
 
     def provider(self, name: ProviderName) -> ProviderSettings:

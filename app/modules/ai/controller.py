@@ -21,7 +21,7 @@ from app.core.errors import GatewayError
 from app.core.ids import random_hex
 from app.core.problems import openai_error_response, openai_error_responses, problem_responses
 from app.core.settings import Settings
-from app.modules.ai.budget import BudgetGuard
+from app.modules.ai.budget import BudgetStore
 from app.modules.ai.domain import AIResponse, CallContext
 from app.modules.ai.errors import ProviderError
 from app.modules.ai.health import HealthService, HealthStatus
@@ -166,26 +166,31 @@ class AIController(Controller):
     async def usage(
         self, ledger: FromDishka[UsageLedger], caller: FromDishka[Caller]
     ) -> CallerUsageOut:
-        """The calling caller's usage today (UTC day of the budgets), by provider and model:
-        the ledger's database plus its rows not yet written. 503 with Retry-After while the
-        database cannot be read."""
+        """The calling caller's usage today and this month (in BUDGET_TIMEZONE), by provider
+        and model: the ledger's database plus its rows not yet written. 503 with Retry-After
+        while the database cannot be read."""
         lines = await ledger.usage_today(caller.id)
+        month = await ledger.usage_month(caller.id)
         return CallerUsageOut(
             caller=caller.id,
             day=ledger.today().isoformat(),
             lines=[UsageLineOut(**line) for line in lines],
             cost_usd=round(sum(line["cost_usd"] for line in lines), 9),
+            month=ledger.this_month(),
+            month_lines=[UsageLineOut(**line) for line in month],
+            month_cost_usd=round(sum(line["cost_usd"] for line in month), 9),
         )
 
     @get("/budgets", responses=problem_responses(401, 429))
     @inject
     async def budgets(
-        self, budget: FromDishka[BudgetGuard], caller: FromDishka[Caller]
+        self, budget: FromDishka[BudgetStore], caller: FromDishka[Caller]
     ) -> BudgetsOut:
-        """The daily budgets that apply to the caller (each provider's, the total, its own):
-        limit, spent, held by calls in flight, remaining, reset. Admin callers
+        """The budgets that apply to the caller (each provider's, the total, its own), daily
+        and monthly (`period`): limit, spent, held by calls in flight, remaining, reset. With
+        several replicas on Redis, the numbers of all of them. Admin callers
         (GATEWAY_ADMIN_CALLERS) see every caller's budget."""
-        lines = budget.snapshot(caller=None if caller.admin else caller.id)
+        lines = await budget.lines(caller=None if caller.admin else caller.id)
         return BudgetsOut(budgets=[BudgetOut(**line) for line in lines])
 
 

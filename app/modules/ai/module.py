@@ -13,8 +13,10 @@ from app.core.db import make_engine
 from app.core.resilience.breaker import AsyncCircuitBreaker
 from app.core.resilience.ratelimit import make_limiter
 from app.core.settings import ProviderName, Settings
+from app.core.shared import SharedState
 from app.core.telemetry import Telemetry
-from app.modules.ai.budget import BudgetGuard
+from app.modules.ai.budget import BudgetGuard, BudgetStore
+from app.modules.ai.budget_store import RedisBudgets
 from app.modules.ai.cache import MemoryStore, ResponseCache
 from app.modules.ai.health import HealthService
 from app.modules.ai.metrics import AIMetrics
@@ -34,7 +36,20 @@ class AIModule(Provider):
 
     prices = provide(PriceTable)
     service = provide(UnifiedAIService)
-    budget = provide(BudgetGuard)
+
+    @provide
+    def budget(
+        self,
+        settings: Settings,
+        clock: Clock,
+        metrics: AIMetrics,
+        shared: SharedState | None,
+        ledger: UsageLedger,
+    ) -> BudgetStore:
+        """In this process (the embedded default), or on Redis when REDIS_URL is set."""
+        if shared is None:
+            return BudgetGuard(settings, clock, metrics)
+        return RedisBudgets(settings, clock, metrics, shared, ledger)
 
     @provide
     async def engine(self, settings: Settings) -> AsyncIterator[AsyncEngine]:

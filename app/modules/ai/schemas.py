@@ -231,15 +231,22 @@ class CallerUsageOut(BaseModel):
     day: str
     lines: list[UsageLineOut]
     cost_usd: float
+    # This month's (in BUDGET_TIMEZONE), the same sums.
+    month: str
+    month_lines: list[UsageLineOut]
+    month_cost_usd: float
 
 
 class BudgetOut(BaseModel):
     budget: str
+    # "day" (resets at midnight) or "month" (resets on the first), in BUDGET_TIMEZONE.
+    period: str
     limit_usd: float
     spent_usd: float
     reserved_usd: float
     remaining_usd: float
     day: str
+    month: str
     resets_in_s: int
 
 

@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 from app.core.clock import Clock
 from app.core.ids import random_hex
 from app.core.settings import ModelPrice, ProviderName, Settings
-from app.modules.ai.budget import Blocked, BudgetGuard, Reservation
+from app.modules.ai.budget import MONTH, Blocked, BudgetStore, Reservation
 from app.modules.ai.cache import ResponseCache
 from app.modules.ai.domain import (
     AIResponse,
@@ -80,6 +80,8 @@ class ProviderVerdict:
     budget_blocked: bool = False
     # Blocked only by money held by calls still in flight (see budget.Blocked.held).
     budget_held: bool = False
+    # "daily" or "monthly": which of a provider's budgets blocked it.
+    budget_span: str = "daily"
     unpriced: bool = False
 
 
@@ -111,7 +113,7 @@ class UnifiedAIService:
         prices: PriceTable,
         clock: Clock,
         metrics: AIMetrics,
-        budget: BudgetGuard,
+        budget: BudgetStore,
         cache: ResponseCache,
         ledger: UsageLedger,
     ) -> None:
@@ -275,21 +277,24 @@ class UnifiedAIService:
         self, verdicts: list[ProviderVerdict], extra: dict[str, Any]
     ) -> BudgetExceeded:
         """Every provider is blocked by a budget. Retry-After is the soonest a provider may
-        pass again: the day's reset where money is truly spent, a few seconds where only
-        reservations of calls still in flight are in the way (budget.HELD_RETRY_AFTER_S)."""
+        pass again: the period's reset where money is truly spent (midnight, or the first of
+        the next month for a monthly cap), a few seconds where only reservations of calls
+        still in flight are in the way (budget.HELD_RETRY_AFTER_S)."""
         reasons = "; ".join(f"{v.provider.value}: {v.reason}" for v in verdicts)
+        spans = sorted({v.budget_span for v in verdicts})  # a monthly cap says so
+        span = " or ".join(spans) if spans else "daily"
         if all(v.budget_held for v in verdicts):
             lead = (
-                "every provider that could answer has its daily budget held by calls still in "
-                "flight (what is spent leaves room for this request; retry shortly)"
+                f"every provider that could answer has its {span} budget held by calls still "
+                "in flight (what is spent leaves room for this request; retry shortly)"
             )
         elif any(v.budget_held for v in verdicts):
             lead = (
-                "every provider that could answer is over its daily budget or held by calls "
+                f"every provider that could answer is over its {span} budget or held by calls "
                 "still in flight"
             )
         else:
-            lead = "every provider that could answer is over its daily budget"
+            lead = f"every provider that could answer is over its {span} budget"
         waits = [v.retry_after_s for v in verdicts if v.retry_after_s is not None]
         return BudgetExceeded(
             f"{lead}: {reasons}",
@@ -333,17 +338,24 @@ class UnifiedAIService:
                 )
                 continue
             worst_case = self._worst_case_usd(call.request, quote.price)
-            reservation = self._budget.reserve(guard.name, call.context.caller, worst_case)
+            reservation = await self._budget.acquire(
+                guard.name,
+                call.context.caller,
+                worst_case,
+                lease_s=call.deadline - self._clock.monotonic(),
+            )
             if isinstance(reservation, Blocked):
                 attempts.append(Attempt(guard.name, model, AttemptOutcome.SKIPPED, BUDGET_SKIP))
+                span = "monthly" if reservation.period == MONTH else "daily"
                 verdict = ProviderVerdict(
                     guard.name,
-                    f"{reservation.budget} daily budget held by calls in flight"
+                    f"{reservation.budget} {span} budget held by calls in flight"
                     if reservation.held
-                    else f"{reservation.budget} daily budget reached",
+                    else f"{reservation.budget} {span} budget reached",
                     reservation.retry_after_s,
                     budget_blocked=True,
                     budget_held=reservation.held,
+                    budget_span=span,
                 )
                 continue
             try:

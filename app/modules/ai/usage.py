@@ -21,7 +21,7 @@ import logging
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime, time
+from datetime import UTC, date, datetime, time
 from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -309,18 +309,23 @@ class UsageLedger:
 
     async def spend_today(self) -> dict[str, dict[str, float]]:
         """Today's cost by provider and by caller, to rebuild budgets after a restart."""
-        now = self._clock.now().astimezone(self._zone)
-        start = datetime.combine(now.date(), time(), tzinfo=self._zone)
+        return await self.spend_between(self._day_start(), None)
+
+    async def spend_between(
+        self, start: datetime, end: datetime | None
+    ) -> dict[str, dict[str, float]]:
+        """Cost by provider and by caller of the rows written from `start` up to `end`
+        (excluded; None: no end), to rebuild a day's or a month's budgets. Reads the
+        database only: rows still buffered are not there yet."""
+        t = llm_usage_logs.c
+        start = start.astimezone(UTC)  # see _day_start
+        window = [t.created_at >= start]
+        if end is not None:
+            window.append(t.created_at < end.astimezone(UTC))
         query_provider = (
-            select(llm_usage_logs.c.provider, func.sum(llm_usage_logs.c.cost_usd))
-            .where(llm_usage_logs.c.created_at >= start)
-            .group_by(llm_usage_logs.c.provider)
+            select(t.provider, func.sum(t.cost_usd)).where(*window).group_by(t.provider)
         )
-        query_caller = (
-            select(llm_usage_logs.c.user_id, func.sum(llm_usage_logs.c.cost_usd))
-            .where(llm_usage_logs.c.created_at >= start)
-            .group_by(llm_usage_logs.c.user_id)
-        )
+        query_caller = select(t.user_id, func.sum(t.cost_usd)).where(*window).group_by(t.user_id)
         async with self._engine.connect() as connection:
             providers = {
                 str(p): _number(c) for p, c in (await connection.execute(query_provider)).all()
@@ -330,6 +335,19 @@ class UsageLedger:
             }
         return {"providers": providers, "callers": callers}
 
+    def _day_start(self) -> datetime:
+        """Midnight in BUDGET_TIMEZONE, in UTC: rows are stored in UTC, and SQLite compares
+        the stored text, so a bound in another zone would shift the day by its offset."""
+        day = self.today()
+        return datetime.combine(day, time(), tzinfo=self._zone).astimezone(UTC)
+
+    def _month_start(self) -> datetime:
+        first = self.today().replace(day=1)
+        return datetime.combine(first, time(), tzinfo=self._zone).astimezone(UTC)
+
+    def this_month(self) -> str:
+        return self.today().strftime("%Y-%m")
+
     def today(self) -> date:
         return self._clock.now().astimezone(self._zone).date()
 
@@ -338,8 +356,13 @@ class UsageLedger:
         GET /v1/usage: the database's rows plus those still buffered, merged here, so a
         caller sees their own last call without a write on the request path. Raises
         LedgerUnavailable (503, Retry-After) when the database cannot be read."""
-        now = self._clock.now().astimezone(self._zone)
-        start = datetime.combine(now.date(), time(), tzinfo=self._zone)
+        return await self._usage_since(self._day_start(), caller)
+
+    async def usage_month(self, caller: str | None = None) -> list[dict[str, Any]]:
+        """The same as `usage_today`, for this month (in BUDGET_TIMEZONE)."""
+        return await self._usage_since(self._month_start(), caller)
+
+    async def _usage_since(self, start: datetime, caller: str | None) -> list[dict[str, Any]]:
         t = llm_usage_logs.c
         query = (
             select(

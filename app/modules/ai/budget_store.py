@@ -1,0 +1,675 @@
+"""Budgets on Redis, so N processes spend like one gateway.
+
+Every read-modify-write is one Lua script (budget_lua.py):
+- **reserve**: the worst case against every budget that applies, daily and monthly, in one
+  script: all held or none. A reservation carries a lease (the call's deadline plus
+  LEASE_MARGIN_S): a replica killed mid-call cannot hold money for longer, the scripts drop
+  expired reservations themselves.
+- **settle**: never on the request path. Settles go into this replica's journal and are sent
+  in order, in batches, by one task; each carries a sequence number, so a settle sent twice
+  (an answer lost to a timeout, a resend after an outage) counts once.
+- **seed**: a period Redis has nothing for (first start, a new day, Redis back empty) is
+  seeded once from the ledger by a script that writes only if no seed is there: two replicas
+  may both read the ledger, only the first writes.
+
+**When Redis is slow or gone** (`SharedStateDown`, or `SharedState.up` false) the gateway keeps
+serving from local state and never overspends: each budget line gets this replica's share of
+what was left when it last saw Redis (limit - spent - held, divided by the live replicas it
+last counted), and reservations made meanwhile are kept against that share. When Redis answers
+again (`on_up`), the state is reconciled before Redis is used again: the current periods are
+seeded if Redis came back empty, reservations still in flight are held again, and the journal
+is sent, each settle counted once.
+
+**The seed and the outage spend are never both counted.** A seed holds the ledger rows
+written before its `cut` (the seeding time minus SEED_LAG: `seed_lag_s`, ten ledger flush
+intervals and at least 1 s, time enough for a replica's buffered rows to reach the
+database). A settle is counted in a seeded period only if it happened at or after the cut;
+one from before is in the ledger already. Each replica keeps its settles of the last
+2 x lag + JOURNAL_SLACK_S (and every one not yet sent) to resend after a reseed. What this
+cannot see: a row still unwritten a whole lag after its call (a database down for longer) is
+in neither, and the settles of a replica that died with rows younger than the lag are lost
+with it; both undercount by at most what those rows cost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy.exc import SQLAlchemyError
+
+from app.core.clock import Clock
+from app.core.ids import random_hex
+from app.core.settings import ProviderName, Settings
+from app.core.shared import SharedState, SharedStateDown
+from app.modules.ai.budget import (
+    DAY,
+    HELD_RETRY_AFTER_S,
+    MONTH,
+    Alerter,
+    Blocked,
+    BudgetRules,
+    GaugeView,
+    Reservation,
+    budget_line,
+    from_nano,
+    ledger_spend,
+    month_of,
+    register_gauges,
+    to_nano,
+    usd,
+    visible,
+)
+from app.modules.ai.budget_lua import APPLY, HOLD, RESERVE, SEED, VIEW
+from app.modules.ai.metrics import AIMetrics
+from app.modules.ai.usage import UsageLedger
+
+log = logging.getLogger("app.ai.budget")
+
+# A reservation's lease runs this long past the call's deadline: the settle of a call cut at
+# its deadline is on its way by then. Reservations are released by the scripts once expired.
+LEASE_MARGIN_S = 5.0
+# Settles kept past 2 x lag, for a reseed noticed late (by the next refresh).
+JOURNAL_SLACK_S = 10.0
+# Settles per script call when the journal is sent.
+BATCH = 200
+# A period's hash lives this long after the period ended.
+KEEP_AFTER_PERIOD_S = 3 * 86400
+
+Line = tuple[str, str, str, int]  # (hash key, period, budget, limit in billionths)
+
+
+def seed_lag_s(settings: Settings) -> float:
+    """How old a ledger row must be to be counted in a seed (see the module docstring)."""
+    return max(1.0, 10 * settings.ledger_flush_interval_s)
+
+
+@dataclass(slots=True)
+class SharedReservation(Reservation):
+    """A reservation of the shared store: its id (the settle's key), lines and lease."""
+
+    id: str = ""
+    lines: tuple[Line, ...] = ()
+    held: int = 0  # the amount, in billionths
+    expires_ms: int = 0
+    # Redis holds it now (False: made from the local share, or Redis lost it).
+    in_redis: bool = False
+    # The outage whose local share it was taken from.
+    outage: _Outage | None = None
+
+
+@dataclass(slots=True)
+class _Op:
+    """One settle, as journaled and sent."""
+
+    seq: int
+    t_ms: int
+    id: str
+    held: int
+    actual: int
+    lines: tuple[Line, ...]
+
+
+@dataclass(slots=True)
+class _Outage:
+    """Redis unknown: what this replica saw last, and what it spent from its share since."""
+
+    seen: dict[str, dict[str, tuple[int, int]]]
+    replicas: int
+    used: dict[tuple[str, str], int] = field(default_factory=dict)  # held + spent, local
+    spent: dict[tuple[str, str], int] = field(default_factory=dict)  # every settle meanwhile
+
+    def allowance(self, key: str, name: str, limit: int) -> int:
+        spent, held = self.seen.get(key, {}).get(name, (0, 0))
+        return max(0, limit - spent - held) // self.replicas
+
+
+class RedisBudgets:
+    """The shared store (REDIS_URL set): numbers on Redis, a local view for reads."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        clock: Clock,
+        metrics: AIMetrics,
+        shared: SharedState,
+        ledger: UsageLedger,
+    ) -> None:
+        self._rules = BudgetRules(settings, clock)
+        self._alerter = Alerter(settings, metrics)
+        self._clock = clock
+        self._shared = shared
+        self._ledger = ledger
+        self._lag_ms = int(seed_lag_s(settings) * 1000)
+        self._keep_ms = 2 * self._lag_ms + int(JOURNAL_SLACK_S * 1000)
+        self._refresh_s = settings.redis_heartbeat_s
+        self._reserve = shared.script(RESERVE)
+        self._view_script = shared.script(VIEW)
+        self._seed_script = shared.script(SEED)
+        self._hold_script = shared.script(HOLD)
+        self._apply_script = shared.script(APPLY)
+        self._res_key = shared.key("budget", "res")
+        self._lease_key = shared.key("budget", "lease")
+        # hash key -> budget -> (spent, held), as Redis last said (or the ledger at start).
+        self._view: dict[str, dict[str, tuple[int, int]]] = {}
+        self._seeds: dict[str, str] = {}  # hash key -> the seed this replica applied under
+        self._open: dict[str, SharedReservation] = {}
+        self._journal: deque[_Op] = deque()
+        self._seq = 0
+        self._sent = 0  # every settle up to this seq is applied under the seeds known
+        self._synced = False
+        self._syncing = False
+        self._outage: _Outage | None = None
+        self._wake = asyncio.Event()
+        self._send_lock = asyncio.Lock()
+        self._sync_lock = asyncio.Lock()
+        self._seeding: dict[str, asyncio.Task[str]] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self._kick: set[asyncio.Task[None]] = set()
+        shared.on_up(self.sync)
+        register_gauges(metrics, self._rules, self._gauge_view)
+
+    # -- keys and periods ------------------------------------------------------------------
+
+    def _keys(self, today: date) -> tuple[str, str]:
+        return (
+            self._shared.key("budget", "d", today.isoformat()),
+            self._shared.key("budget", "m", month_of(today)),
+        )
+
+    def _now_ms(self) -> int:
+        return int(self._clock.now().timestamp() * 1000)
+
+    def seconds_until_reset(self) -> float:
+        return self._rules.seconds_until(DAY)
+
+    @property
+    def synced(self) -> bool:
+        """Redis is up and this replica's state is reconciled with it."""
+        return self._synced and self._shared.up
+
+    # -- reserve ---------------------------------------------------------------------------
+
+    async def acquire(
+        self, provider: ProviderName, caller: str, worst_case_usd: float, *, lease_s: float
+    ) -> Reservation | Blocked:
+        today = self._rules.today()
+        amount = usd(worst_case_usd)
+        if amount <= 0:
+            return Reservation(today, (), Decimal(0))
+        rules = self._rules
+        daily = rules.lines(DAY, provider, caller)
+        monthly = rules.lines(MONTH, provider, caller) if rules.monthly else []
+        if not daily and not monthly:
+            return Reservation(today, (), amount)
+        day_key, month_key = self._keys(today)
+        lines = tuple((day_key, DAY, n, to_nano(v)) for n, v in daily) + tuple(
+            (month_key, MONTH, n, to_nano(v)) for n, v in monthly
+        )
+        reservation = SharedReservation(
+            today,
+            tuple(n for n, _ in daily),
+            amount,
+            month=month_of(today),
+            month_budgets=tuple(n for n, _ in monthly),
+            id=random_hex()[:20],
+            lines=lines,
+            held=to_nano(amount),
+            expires_ms=self._now_ms() + int((max(0.0, lease_s) + LEASE_MARGIN_S) * 1000),
+        )
+        if self.synced:
+            try:
+                verdict = await self._reserve_shared(reservation, day_key, month_key)
+            except SharedStateDown:
+                self._lost("reserve")
+            else:
+                if verdict is not None:
+                    return verdict
+        return self._reserve_local(reservation)
+
+    async def _reserve_shared(
+        self, reservation: SharedReservation, day_key: str, month_key: str
+    ) -> Reservation | Blocked | None:
+        """One script against every budget; None when Redis cannot decide (go local)."""
+        args: list[Any] = [
+            self._now_ms(),
+            reservation.id,
+            reservation.held,
+            reservation.expires_ms,
+            len(reservation.lines),
+        ]
+        for key, _, name, limit in reservation.lines:
+            args += [1 if key == day_key else 2, name, limit]
+        keys = [day_key, month_key, self._res_key, self._lease_key]
+        for _ in range(2):
+            result = await self._shared.run(self._reserve, keys, args)
+            status = _text(result[0])
+            if status != "unseeded":
+                break
+            key = keys[int(result[1]) - 1]
+            if key in self._seeds:  # seeded before and gone now: Redis lost its state
+                self._lost("Redis came back empty")
+                return None
+            if not await self._seed(key):
+                return None
+        else:
+            return None
+        self._note_seed(day_key, _text(result[2]))
+        self._note_seed(month_key, _text(result[3]))
+        values = [int(v) for v in result[4:]]
+        for index, (key, _, name, _) in enumerate(reservation.lines):
+            self._view.setdefault(key, {})[name] = (values[2 * index], values[2 * index + 1])
+        if status == "ok":
+            reservation.in_redis = True
+            self._open[reservation.id] = reservation
+            return reservation
+        _, period, name, _ = reservation.lines[int(result[1]) - 1]
+        if status == "held":
+            wait = min(HELD_RETRY_AFTER_S, self._rules.seconds_until(period))
+            return Blocked(name, wait, held=True, period=period)
+        return Blocked(name, self._rules.seconds_until(period), period=period)
+
+    def _reserve_local(self, reservation: SharedReservation) -> Reservation | Blocked:
+        """Redis unknown: against this replica's share of what was left when it last saw
+        Redis. Truly spent (as last seen, plus what this replica spent since) waits for the
+        reset; a share used up is a short wait (Redis may be back, calls may end)."""
+        outage = self._outage or self._enter_outage()
+        amount = reservation.held
+        spent_at: Line | None = None
+        held_at: Line | None = None
+        for line in reservation.lines:
+            key, period, name, limit = line
+            seen_spent = outage.seen.get(key, {}).get(name, (0, 0))[0]
+            if seen_spent + outage.spent.get((key, name), 0) + amount > limit:
+                if spent_at is None or (period == MONTH and spent_at[1] == DAY):
+                    spent_at = line
+            elif held_at is None:
+                used = outage.used.get((key, name), 0)
+                if used + amount > outage.allowance(key, name, limit):
+                    held_at = line
+        if spent_at is not None:
+            return Blocked(spent_at[2], self._rules.seconds_until(spent_at[1]), period=spent_at[1])
+        if held_at is not None:
+            wait = min(HELD_RETRY_AFTER_S, self._rules.seconds_until(held_at[1]))
+            return Blocked(held_at[2], wait, held=True, period=held_at[1])
+        for key, _, name, _ in reservation.lines:
+            outage.used[(key, name)] = outage.used.get((key, name), 0) + amount
+        reservation.outage = outage
+        self._open[reservation.id] = reservation
+        return reservation
+
+    def _enter_outage(self) -> _Outage:
+        self._outage = outage = _Outage(
+            seen={key: dict(lines) for key, lines in self._view.items()},
+            replicas=max(1, self._shared.live_replicas),
+        )
+        for op in self._journal:  # settled here, not yet (known to be) on Redis
+            if op.seq > self._sent:
+                for key, _, name, _ in op.lines:
+                    outage.spent[(key, name)] = outage.spent.get((key, name), 0) + op.actual
+        log.warning(
+            "budgets: Redis unknown, spending at most this replica's share (1/%d) of what was left",
+            self._outage.replicas,
+        )
+        return self._outage
+
+    def _lost(self, why: str) -> None:
+        """Redis cannot be trusted now: local shares until `sync` has run again."""
+        was = self._synced
+        self._synced = False
+        if self._outage is None:
+            self._enter_outage()
+        if was:
+            log.warning("budgets: shared state lost (%s)", why)
+            if self._shared.up:  # Redis answers (it came back empty): reconcile now
+                self._spawn(self.sync())
+
+    # -- settle ----------------------------------------------------------------------------
+
+    def settle(self, reservation: Reservation, actual_usd: float) -> None:
+        """Book the real cost: locally at once, on Redis by the journal's sender."""
+        if reservation.settled:
+            return
+        reservation.settled = True
+        if not isinstance(reservation, SharedReservation):
+            return  # free, or no budget applies
+        actual = to_nano(usd(actual_usd))
+        self._open.pop(reservation.id, None)
+        outage = self._outage
+        if outage is not None:
+            for key, _, name, _ in reservation.lines:
+                line = (key, name)
+                outage.spent[line] = outage.spent.get(line, 0) + actual
+                if reservation.outage is outage:
+                    outage.used[line] = outage.used.get(line, 0) + actual - reservation.held
+        self._seq += 1
+        op = _Op(self._seq, self._now_ms(), reservation.id, reservation.held, actual, ())
+        op.lines = reservation.lines
+        self._journal.append(op)
+        if self._synced:
+            self._wake.set()
+
+    async def flush(self) -> None:
+        """Send every journaled settle now (the sender does it in the background)."""
+        if not self.synced:
+            return
+        try:
+            async with self._send_lock:
+                await self._drain()
+        except SharedStateDown:
+            self._lost("settle")
+
+    async def _drain(self) -> None:
+        """Send the journal from the first settle not yet applied, in order (the caller
+        holds the send lock). Stops when the state is lost meanwhile."""
+        while self._synced or self._syncing:
+            first = self._journal[0].seq if self._journal else self._seq + 1
+            start = max(0, self._sent + 1 - first)
+            end = min(len(self._journal), start + BATCH)
+            batch = [self._journal[i] for i in range(start, end)]
+            if not batch:
+                self._prune()
+                return
+            if await self._apply(batch):
+                self._sent = batch[-1].seq
+
+    async def _apply(self, batch: Sequence[_Op]) -> bool:
+        """One batch; False when it must be sent again (a period was seeded meanwhile, or
+        Redis lost what this replica applied: then everything is resent from the start)."""
+        current = set(self._keys(self._rules.today()))
+        hashes: dict[str, int] = {}
+        for op in batch:
+            for key, _, _, _ in op.lines:
+                hashes.setdefault(key, len(hashes) + 1)
+        args: list[Any] = [self._now_ms(), self._shared.replica_id, len(hashes)]
+        for key in hashes:
+            args += [1 if key in current else 0, self._seeds.get(key, "")]
+        args.append(len(batch))
+        for op in batch:
+            args += [op.seq, op.t_ms, op.id, op.held, op.actual, len(op.lines)]
+            for key, _, name, limit in op.lines:
+                args += [hashes[key], name, limit]
+        keys = [self._res_key, self._lease_key, *hashes]
+        result = await self._shared.run(self._apply_script, keys, args)
+        status = _text(result[0])
+        names = list(hashes)
+        if status == "unseeded":
+            if not await self._seed(names[int(result[1]) - 1]):
+                raise SharedStateDown("the ledger cannot be read to seed a period")
+            return False
+        if status == "reseeded":
+            self._reseeded(names[int(result[1]) - 1], _text(result[2]))
+            return False
+        for key, seed in zip(names, result[1], strict=True):
+            if seed:
+                self._seeds[key] = _text(seed)
+        for h, name, level, spent in result[2]:
+            self._alert(names[int(h) - 1], _text(name), int(level), int(spent))
+        for h, name, spent, held in result[3]:
+            self._view.setdefault(names[int(h) - 1], {})[_text(name)] = (int(spent), int(held))
+        return True
+
+    def _alert(self, key: str, name: str, level: int, spent: int) -> None:
+        period = DAY if ":d:" in key else MONTH
+        limit = self._rules.limit(period, name)
+        if limit is not None:
+            self._alerter.alert(name, level, from_nano(spent), limit, period, self._rules.today())
+
+    def _prune(self) -> None:
+        """Forget settles that are applied and too old for any future seed's cut."""
+        oldest = self._now_ms() - self._keep_ms
+        journal = self._journal
+        while journal and journal[0].seq <= self._sent and journal[0].t_ms < oldest:
+            journal.popleft()
+
+    # -- seeds and reconciliation ----------------------------------------------------------
+
+    def _note_seed(self, key: str, seed: str) -> None:
+        known = self._seeds.get(key)
+        if not seed or known == seed:
+            return
+        if known is not None:
+            self._reseeded(key, seed)
+        else:
+            self._seeds[key] = seed
+
+    def _reseeded(self, key: str, seed: str) -> None:
+        """The hash is not the one this replica applied settles to: Redis lost it. Every
+        journaled settle is sent again (the new seed's cut decides which count) and the
+        reservations in flight are held again."""
+        log.warning("budgets: %s was seeded again; resending this replica's settles", key)
+        if seed:
+            self._seeds[key] = seed
+        else:
+            self._seeds.pop(key, None)
+        self._sent = 0
+        for reservation in self._open.values():
+            reservation.in_redis = False
+        self._lost("Redis came back empty")
+
+    async def _seed(self, key: str) -> bool:
+        """Seed a current period from the ledger, once per replica at a time."""
+        task = self._seeding.get(key)
+        if task is None:
+            task = asyncio.get_running_loop().create_task(self._seed_once(key))
+            self._seeding[key] = task
+            task.add_done_callback(lambda _: self._seeding.pop(key, None))
+        try:
+            await asyncio.shield(task)
+        except (SQLAlchemyError, OSError) as exc:
+            log.warning("budgets: cannot seed %s from the ledger (%s)", key, type(exc).__name__)
+            return False
+        return True
+
+    async def _seed_once(self, key: str) -> str:
+        period = DAY if ":d:" in key else MONTH
+        now_ms = self._now_ms()
+        cut_ms = now_ms - self._lag_ms
+        cut = datetime.fromtimestamp(cut_ms / 1000, UTC)
+        spend = await ledger_spend(self._ledger, self._rules, period, cut)
+        amounts = {name: to_nano(usd(value)) for name, value in spend.items() if value > 0}
+        ttl_ms = int((self._rules.seconds_until(period) + KEEP_AFTER_PERIOD_S) * 1000)
+        args: list[Any] = [random_hex()[:16], cut_ms, ttl_ms, len(amounts)]
+        for name, value in amounts.items():
+            args += [name, value]
+        created, seed, _ = await self._shared.run(self._seed_script, [key], args)
+        if int(created):
+            log.info("budgets: %s seeded from the ledger (%d budgets)", key, len(amounts))
+        return _text(seed)
+
+    async def sync(self) -> None:
+        """Reconcile with Redis (at start and whenever it comes back): seed the current
+        periods if it has nothing, learn its numbers, hold the calls still in flight, send
+        the journal; then use Redis again. Runs once at a time; Redis failing midway leaves
+        the replica on its local share, and the next return (or refresh) runs it again."""
+        async with self._sync_lock:
+            try:
+                await self._sync()
+            except SharedStateDown:
+                self._lost("sync")
+
+    async def _sync(self) -> None:
+        today = self._rules.today()
+        day_key, month_key = self._keys(today)
+        for key in (day_key, month_key) if self._rules.monthly else (day_key,):
+            if not await self._seed(key):
+                return
+        self._syncing = True
+        try:
+            await self._refresh(day_key, month_key)
+            async with self._send_lock:
+                while True:
+                    waiting = [r for r in self._open.values() if not r.in_redis]
+                    if waiting:
+                        await self._hold(waiting, day_key, month_key)
+                    await self._drain()
+                    if self._sent == self._seq and all(r.in_redis for r in self._open.values()):
+                        break
+                # Nothing awaited from the check to here: no settle or local reservation
+                # can slip in between.
+                was = self._outage
+                self._outage = None
+                self._synced = True
+        finally:
+            self._syncing = False
+        if was is not None:
+            log.warning("budgets: shared state reconciled; Redis decides again")
+
+    async def _hold(self, waiting: list[SharedReservation], day_key: str, month_key: str) -> None:
+        args: list[Any] = [0]
+        count = 0
+        for reservation in waiting:
+            lines = [(1 if k == day_key else 2, n) for k, _, n, _ in reservation.lines]
+            if any(k not in (day_key, month_key) for k, _, _, _ in reservation.lines):
+                reservation.in_redis = True  # an earlier period's: nothing to hold now
+                continue
+            args += [reservation.id, reservation.held, reservation.expires_ms, len(lines)]
+            for index, name in lines:
+                args += [index, name]
+            count += 1
+        args[0] = count
+        if count:
+            keys = [day_key, month_key, self._res_key, self._lease_key]
+            await self._shared.run(self._hold_script, keys, args)
+        for reservation in waiting:
+            reservation.in_redis = True
+
+    async def _refresh(self, day_key: str, month_key: str) -> None:
+        """The current periods as Redis has them (expired reservations released first)."""
+        keys = [day_key, month_key, self._res_key, self._lease_key]
+        day, month = await self._shared.run(self._view_script, keys, [self._now_ms()])
+        for key, flat in ((day_key, day), (month_key, month)):
+            fields = {_text(flat[i]): flat[i + 1] for i in range(0, len(flat), 2)}
+            seed = _text(fields.get("seed", b""))
+            if not seed and key in self._seeds:
+                self._reseeded(key, "")
+                raise SharedStateDown("Redis came back empty")
+            self._note_seed(key, seed)
+            lines: dict[str, tuple[int, int]] = {}
+            for name, value in fields.items():
+                kind, _, budget = name.partition(":")
+                if kind in ("s", "r") and budget:
+                    spent, held = lines.get(budget, (0, 0))
+                    lines[budget] = (int(value), held) if kind == "s" else (spent, int(value))
+            self._view[key] = lines
+
+    # -- reads -----------------------------------------------------------------------------
+
+    async def lines(self, *, caller: str | None) -> list[dict[str, object]]:
+        """/v1/budgets: Redis' numbers (refreshed now when it answers), plus, while it is
+        away, what this replica spent since it last saw them."""
+        today = self._rules.today()
+        keys = self._keys(today)
+        if self.synced:
+            try:
+                await self._refresh(*keys)
+            except SharedStateDown:
+                self._lost("read")
+        out: list[dict[str, object]] = []
+        for key, period in zip(keys, (DAY, MONTH), strict=True):
+            resets_in = self._rules.seconds_until(period)
+            for name, limit in sorted(self._rules.limits(period).items()):
+                if visible(name, caller):
+                    spent, held = self._numbers(key, name)
+                    out.append(
+                        budget_line(
+                            name, period, limit, from_nano(spent), from_nano(held), today, resets_in
+                        )
+                    )
+        return out
+
+    def _numbers(self, key: str, name: str) -> tuple[int, int]:
+        spent, held = self._view.get(key, {}).get(name, (0, 0))
+        outage = self._outage
+        if outage is not None:
+            spent += outage.spent.get((key, name), 0)
+            held += sum(
+                r.held
+                for r in self._open.values()
+                if not r.in_redis and any(k == key and n == name for k, _, n, _ in r.lines)
+            )
+        return spent, held
+
+    def _gauge_view(self) -> GaugeView:
+        day_key, month_key = self._keys(self._rules.today())
+        view: dict[str, tuple[dict[str, Decimal], dict[str, Decimal]]] = {}
+        for key, period in ((day_key, DAY), (month_key, MONTH)):
+            numbers = {name: self._numbers(key, name) for name in self._view.get(key, {})}
+            view[period] = (
+                {n: from_nano(s) for n, (s, _) in numbers.items()},
+                {n: from_nano(h) for n, (_, h) in numbers.items()},
+            )
+        return view
+
+    # -- life cycle ------------------------------------------------------------------------
+
+    async def rebuild(self, ledger: UsageLedger) -> None:
+        """At start: reconcile with Redis if it answers; if not, the ledger's spend is the
+        last known state (and this replica assumes it is alone until it sees Redis)."""
+        if self._shared.up:
+            await self.sync()
+        if not self._synced:
+            today = self._rules.today()
+            for key, period in zip(self._keys(today), (DAY, MONTH), strict=True):
+                try:
+                    spend = await ledger_spend(ledger, self._rules, period)
+                except (SQLAlchemyError, OSError):
+                    continue
+                self._view[key] = {n: (to_nano(usd(v)), 0) for n, v in spend.items()}
+            self._outage = None  # shares are taken from this view, not from nothing
+        self.start()
+
+    def start(self) -> None:
+        """The journal's sender and the periodic refresh (also retries `sync`)."""
+        if not self._tasks:
+            loop = asyncio.get_running_loop()
+            self._tasks = [loop.create_task(self._sender()), loop.create_task(self._refresher())]
+
+    async def _sender(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            await self.flush()
+
+    async def _refresher(self) -> None:
+        while True:
+            await asyncio.sleep(self._refresh_s)
+            try:
+                if self.synced:
+                    await self._refresh(*self._keys(self._rules.today()))
+                    self._wake.set()  # anything journaled while a send was failing
+                elif self._shared.up:
+                    await self.sync()
+            except SharedStateDown:
+                self._lost("refresh")
+            except Exception:
+                log.exception("budgets: refresh failed")
+
+    def _spawn(self, coroutine: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self._kick.add(task)
+        task.add_done_callback(self._kick.discard)
+
+    async def aclose(self) -> None:
+        """Send what is journaled (bounded by Redis' timeouts), stop the tasks."""
+        await self.flush()
+        for task in [*self._tasks, *self._kick]:
+            task.cancel()
+        for task in [*self._tasks, *self._kick]:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+        await self._alerter.aclose()
+
+
+def _text(value: object) -> str:
+    if isinstance(value, bytes):
+        return value.decode()
+    return "" if value is None else str(value)
