@@ -166,6 +166,8 @@ class RedisBudgets:
         self._sent = 0  # every settle up to this seq is applied under the seeds known
         self._synced = False
         self._syncing = False
+        self._lost_at: float | None = None  # monotonic, when this replica lost Redis
+        self._confirm_s = max(1.0, 2 * settings.redis_heartbeat_s)
         self._outage: _Outage | None = None
         self._wake = asyncio.Event()
         self._send_lock = asyncio.Lock()
@@ -224,10 +226,16 @@ class RedisBudgets:
             held=to_nano(amount),
             expires_ms=self._now_ms() + int((max(0.0, lease_s) + LEASE_MARGIN_S) * 1000),
         )
+        if self._synced and not self._shared.up:
+            self._lost("Redis unreachable")
         if self.synced:
             try:
                 verdict = await self._reserve_shared(reservation, day_key, month_key)
             except SharedStateDown:
+                # Redis may have run the script before the answer was lost: a settle of 0
+                # under this id releases that hold, if there is one, once Redis is back.
+                self._journal_settle(reservation, 0)
+                reservation.id = random_hex()[:20]
                 self._lost("reserve")
             else:
                 if verdict is not None:
@@ -296,6 +304,11 @@ class RedisBudgets:
                     held_at = line
         if spent_at is not None:
             return Blocked(spent_at[2], self._rules.seconds_until(spent_at[1]), period=spent_at[1])
+        if not self._confirmed():
+            # Just lost: a blip, or this process' own loop too busy to read the answer in
+            # time, while the other replicas still spend on Redis. No share yet: a share
+            # taken then would be spent twice (by this replica, and by the others on Redis).
+            held_at = reservation.lines[0]
         if held_at is not None:
             wait = min(HELD_RETRY_AFTER_S, self._rules.seconds_until(held_at[1]))
             return Blocked(held_at[2], wait, held=True, period=held_at[1])
@@ -320,10 +333,23 @@ class RedisBudgets:
         )
         return self._outage
 
+    def _confirmed(self) -> bool:
+        """Redis has been unknown for CONFIRM (two heartbeats, at least 1 s) and still does
+        not answer: every replica has lost it too, or will have by the time it matters."""
+        lost = self._lost_at
+        return (
+            lost is not None
+            and not self._shared.up
+            and self._clock.monotonic() - lost >= self._confirm_s
+        )
+
     def _lost(self, why: str) -> None:
-        """Redis cannot be trusted now: local shares until `sync` has run again."""
+        """Redis cannot be trusted now: local shares (once confirmed) until `sync` has run
+        again."""
         was = self._synced
         self._synced = False
+        if self._lost_at is None:
+            self._lost_at = self._clock.monotonic()
         if self._outage is None:
             self._enter_outage()
         if was:
@@ -349,6 +375,9 @@ class RedisBudgets:
                 outage.spent[line] = outage.spent.get(line, 0) + actual
                 if reservation.outage is outage:
                     outage.used[line] = outage.used.get(line, 0) + actual - reservation.held
+        self._journal_settle(reservation, actual)
+
+    def _journal_settle(self, reservation: SharedReservation, actual: int) -> None:
         self._seq += 1
         op = _Op(self._seq, self._now_ms(), reservation.id, reservation.held, actual, ())
         op.lines = reservation.lines
@@ -510,12 +539,16 @@ class RedisBudgets:
                     if waiting:
                         await self._hold(waiting, day_key, month_key)
                     await self._drain()
+                    # The view the next outage's shares are taken from: with this replica's
+                    # holds and settles in it.
+                    await self._refresh(day_key, month_key)
                     if self._sent == self._seq and all(r.in_redis for r in self._open.values()):
                         break
                 # Nothing awaited from the check to here: no settle or local reservation
                 # can slip in between.
                 was = self._outage
                 self._outage = None
+                self._lost_at = None
                 self._synced = True
         finally:
             self._syncing = False
@@ -624,6 +657,7 @@ class RedisBudgets:
                     continue
                 self._view[key] = {n: (to_nano(usd(v)), 0) for n, v in spend.items()}
             self._outage = None  # shares are taken from this view, not from nothing
+            self._lost_at = self._clock.monotonic()
         self.start()
 
     def start(self) -> None:
@@ -642,7 +676,9 @@ class RedisBudgets:
         while True:
             await asyncio.sleep(self._refresh_s)
             try:
-                if self.synced:
+                if self._synced and not self._shared.up:
+                    self._lost("Redis unreachable")  # the heartbeat found out first
+                elif self.synced:
                     await self._refresh(*self._keys(self._rules.today()))
                     self._wake.set()  # anything journaled while a send was failing
                 elif self._shared.up:
