@@ -138,7 +138,7 @@ async def test_a_stream_read_to_its_end_is_booked_once_with_the_upstream_usage()
     assert ai_stream.booked_usage == (5, 2)
 
 
-async def test_the_deadline_ends_a_stream_with_a_timeout_after_its_first_text() -> None:
+async def test_the_deadline_ends_a_stream_as_the_callers_after_its_first_text() -> None:
     clock, booked = ManualClock(), list[StreamResult]()
     ai_stream = await _opened(clock, booked)
     texts = ai_stream.texts()
@@ -146,7 +146,9 @@ async def test_the_deadline_ends_a_stream_with_a_timeout_after_its_first_text() 
     clock.advance(11)  # past the 10 s deadline
     with pytest.raises(ProviderError) as error:
         await anext(texts)
-    assert error.value.kind is FailureKind.TIMEOUT
+    # The request's deadline, not the provider's: no verdict on its health.
+    assert error.value.kind is FailureKind.CALLER_DEADLINE
+    assert not error.value.kind.is_provider_fault
     assert len(booked) == 1
     assert (booked[0].error, booked[0].chars) == (error.value, 6)
 
