@@ -10,17 +10,18 @@ accepts and drops every new connection (its EMFILE trick), and the service answe
 This module keeps uvicorn (its parser, graceful shutdown and signal handling) and adds, per
 connection, one deadline for the phase it is in:
 
-- headers: from the connection (or the first byte of a later request) to the end of the
-  headers, `HTTP_HEADER_TIMEOUT_S`; bytes trickling in do not move it;
+- headers: from the connection (or, as the sweep first sees it, the start of a later
+  request) to the end of the headers, `HTTP_HEADER_TIMEOUT_S`; trickling bytes do not move it;
 - body: from the end of the headers to the end of the body, `HTTP_BODY_TIMEOUT_S`;
-- idle: between requests on a kept-alive connection, `HTTP_KEEPALIVE_TIMEOUT_S`;
+- idle: from the end of a response to the next request, `HTTP_KEEPALIVE_TIMEOUT_S`;
 
-each checked by one sweep per server (never a timer per request), and, per server, a table
-of open client connections capped below the descriptor limit. At
-the cap a new connection evicts the one that has waited longest without being served (still
-reading headers, or idle), so slow sockets give way to new callers and the process never
-runs out of descriptors. Requests in flight are capped by `HTTP_LIMIT_CONCURRENCY`; past it
-a caller gets an immediate 503, counted on requests, never on idle sockets.
+all checked by one sweep per server that reads uvicorn's own connection state (no timer per
+request, one small hook when a request's headers are complete), and, per server, a table of
+open client connections capped below the descriptor limit. At the cap a new connection
+evicts the one that has waited longest without being served (still reading headers, or
+idle), so slow sockets give way to new callers and the process never runs out of
+descriptors. Requests in flight are capped by `HTTP_LIMIT_CONCURRENCY`; past it a caller
+gets an immediate 503, counted on requests, never on idle sockets.
 """
 
 from __future__ import annotations
@@ -205,7 +206,9 @@ class ConnectionRegistry:
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
-        self._open: set[Guarded] = set()
+        # Insertion-ordered (oldest connection first): the sweep visits them in that order,
+        # so connections that rejoin the queue in one sweep keep their age order.
+        self._open: dict[Guarded, None] = {}
         self._waiting: OrderedDict[Guarded, None] = OrderedDict()
         self.evicted = 0
 
@@ -224,10 +227,10 @@ class ConnectionRegistry:
             if not self._waiting:
                 return False
             victim, _ = self._waiting.popitem(last=False)
-            self._open.discard(victim)
+            del self._open[victim]
             self.evicted += 1
             victim.evict()
-        self._open.add(connection)
+        self._open[connection] = None
         self._waiting[connection] = None
         return True
 
@@ -241,7 +244,7 @@ class ConnectionRegistry:
             self._waiting[connection] = None
 
     def forget(self, connection: Guarded) -> None:
-        self._open.discard(connection)
+        self._open.pop(connection, None)
         self._waiting.pop(connection, None)
 
     def expire(self, now: float) -> None:
@@ -255,9 +258,10 @@ class GuardedServerState(ServerState):
     per server instance, so two servers in one process never share a slot.
 
     Deadlines are checked by one timer per server every `sweep_interval_s` while any
-    connection is open, not by a timer per connection: a request then costs no timer
-    operation beyond stock uvicorn's keep-alive one, and a deadline is met within one
-    interval.
+    connection is open, not by a timer per connection or per request: the sweep looks at
+    each connection's uvicorn state, notes when it first saw the current phase, and closes
+    it once the phase's deadline has passed, so a deadline is met within two intervals and
+    a request costs nothing for it.
     """
 
     def __init__(self, limits: ConnectionLimits) -> None:
@@ -265,6 +269,15 @@ class GuardedServerState(ServerState):
         self.limits = limits
         self.registry = ConnectionRegistry(limits.max_connections)
         self._sweep: asyncio.TimerHandle | None = None
+
+    def admit(self, connection: Guarded, loop: asyncio.AbstractEventLoop) -> bool:
+        """Register a new connection (see ConnectionRegistry.admit). When no connection
+        is known to be waiting, the sweep runs first: connections that finished a request
+        since the last one rejoin the queue only when a sweep sees them."""
+        if self.registry.admit(connection):
+            return True
+        self.registry.expire(loop.time())
+        return self.registry.admit(connection)
 
     def watch(self, loop: asyncio.AbstractEventLoop) -> None:
         """Make sure the sweep runs (called for each new connection)."""
@@ -284,7 +297,7 @@ class Phase(enum.Enum):
     HEADERS = enum.auto()  # header_timeout_s from the connection or the request's first byte
     BODY = enum.auto()  # body_timeout_s from the end of the headers
     APP = enum.auto()  # the app has the whole request: its own deadlines apply
-    IDLE = enum.auto()  # keepalive_timeout_s between requests
+    IDLE = enum.auto()  # keepalive_timeout_s from the end of the last response
 
 
 _HEADERS, _BODY, _APP, _IDLE = Phase.HEADERS, Phase.BODY, Phase.APP, Phase.IDLE
@@ -293,10 +306,11 @@ _HEADERS, _BODY, _APP, _IDLE = Phase.HEADERS, Phase.BODY, Phase.APP, Phase.IDLE
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol with a deadline per phase and a registered slot.
 
-    Parser callbacks only note the phase and when it began (two attribute writes); the
-    server's sweep closes connections past their deadline (see GuardedServerState).
-    uvicorn's keep-alive timer still runs; our IDLE deadline also covers the case it misses
-    (a body that finishes arriving after the response, which cancels uvicorn's timer).
+    Only `on_headers_complete` runs per request (the concurrency limit and leaving the
+    eviction queue must happen at once); everything else is read from uvicorn's own state
+    by the server's sweep (see GuardedServerState, `phase`). uvicorn's keep-alive timer
+    still runs; our IDLE deadline also covers the case it misses (a body still arriving
+    after the response cancels uvicorn's timer for good).
     """
 
     def __init__(
@@ -312,20 +326,22 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._state = server_state
         self._limits = server_state.limits
         self._registry = server_state.registry
-        self._phase = Phase.HEADERS
-        self._phase_since = 0.0
-        self._request_bytes = False  # some of the current request's bytes have arrived
+        # What the sweep last saw (the phase and the uvicorn object it belongs to), and when
+        # it first saw it: the phase's deadline counts from then.
+        self._seen_phase = _HEADERS
+        self._seen: object = None
+        self._since = 0.0
 
     # --- connection -------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        if not self._registry.admit(self):
+        if not self._state.admit(self, self.loop):
             # Every slot is serving a request: say so at once rather than hold a descriptor.
             self.connections.discard(self)
             transport.write(_BUSY)
             transport.close()
             return
-        self._enter(Phase.HEADERS)
+        self._since = self.loop.time()  # the first request's headers count from here
         self._state.watch(self.loop)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -342,69 +358,45 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._registry.forget(self)
         super().handle_websocket_upgrade()
 
-    # --- parser callbacks: note the phase ---------------------------------------------------
-    # These run for every request, so they are written flat: no helper calls, no super()
-    # objects, module-level phase constants (each of those costs a fraction of a microsecond).
-    def on_message_begin(self) -> None:
-        HttpToolsProtocol.on_message_begin(self)
-        self._request_bytes = True
-        if self._phase is not _HEADERS:
-            self._phase = _HEADERS
-            self._phase_since = self.loop.time()
-
+    # --- the one per-request hook -----------------------------------------------------------
     def on_headers_complete(self) -> None:
-        self._request_bytes = False
-        self._phase = _BODY
-        self._phase_since = self.loop.time()
         self._registry.serving(self)
         # uvicorn's own check counts open connections, which slow sockets inflate; ours
         # counts requests in flight. 0 makes uvicorn's check answer 503, None lets it pass.
         self.limit_concurrency = 0 if len(self.tasks) >= self._limits.limit_concurrency else None
         HttpToolsProtocol.on_headers_complete(self)
 
-    def on_message_complete(self) -> None:
-        HttpToolsProtocol.on_message_complete(self)
-        if self._phase is _BODY:
-            cycle = self.cycle
-            if cycle is not None and not cycle.response_complete:
-                self._phase = _APP  # no deadline of ours: no timestamp needed
-            else:
-                self._phase = _IDLE
-                self._phase_since = self.loop.time()
-
-    def on_response_complete(self) -> None:
-        HttpToolsProtocol.on_response_complete(self)
-        cycle = self.cycle
-        if self.transport.is_closing() or (cycle is not None and not cycle.response_complete):
-            return  # closed, or a pipelined request has just started
-        self._registry.idle(self)
-        if self._phase is _APP:
-            self._phase = _IDLE
-            self._phase_since = self.loop.time()
-        # BODY (answered before the body was read) and HEADERS (the next request is on
-        # its way) keep their deadlines.
-
-    # --- deadlines ---------------------------------------------------------------------------
-    def _serving(self) -> bool:
-        return self.cycle is not None and not self.cycle.response_complete
-
-    def _enter(self, phase: Phase) -> None:
-        self._phase = phase
-        self._phase_since = self.loop.time()
+    # --- deadlines, from the sweep ----------------------------------------------------------
+    def phase(self) -> tuple[Phase, object]:
+        """The phase, read from uvicorn's state, and the object that identifies this
+        occurrence of it (a new request's scope, the cycle that answers it)."""
+        cycle, scope = self.cycle, self.scope
+        if cycle is None:
+            return _HEADERS, None  # the first request: from the connection
+        if scope is not cycle.scope:
+            return _HEADERS, scope  # the parser began a request no cycle answers yet
+        if not cycle.response_complete:
+            return (_BODY if cycle.more_body else _APP), cycle
+        return _IDLE, cycle
 
     def expire_if_due(self, now: float) -> None:
-        phase = self._phase
-        if phase is Phase.HEADERS:
+        phase, seen = self.phase()
+        if phase is not self._seen_phase or seen is not self._seen:
+            self._seen_phase, self._seen, self._since = phase, seen, now
+            if phase is _IDLE or phase is _HEADERS:
+                self._registry.idle(self)  # no request in flight: evictable again
+            return
+        if phase is _HEADERS:
             timeout = self._limits.header_timeout_s
-        elif phase is Phase.BODY:
+        elif phase is _BODY:
             timeout = self._limits.body_timeout_s
-        elif phase is Phase.IDLE:
+        elif phase is _IDLE:
             timeout = self._limits.keepalive_timeout_s
         else:
-            return  # the app has the request
-        if now - self._phase_since < timeout or self.transport.is_closing():
+            return  # the app has the request: its own deadlines apply
+        if now - self._since < timeout or self.transport.is_closing():
             return
-        if phase is Phase.HEADERS and self._request_bytes and not self._serving():
+        if phase is _HEADERS and self.scope is not None:
             # A request was started and not finished in time: tell the client why.
             self.transport.write(_HEADER_TIMEOUT)
         self.transport.close()
@@ -424,13 +416,19 @@ class GuardedServer(uvicorn.Server):
         return state.registry
 
 
-def run_server(app: Any, *, host: str, port: int, limits: ConnectionLimits, log_level: str) -> int:
+def run_server(
+    app: Any, *, host: str, port: int, limits: ConnectionLimits, log_level: str, workers: int = 1
+) -> int:
     """Serve `app` until a signal, as `uvicorn.run` would, on the guarded protocol.
 
     uvicorn's `limit_concurrency` stays unused (the protocol counts requests instead);
-    graceful shutdown waits up to 30 s for requests in flight, as before."""
+    graceful shutdown waits up to 30 s for requests in flight, as before. With `workers` > 1,
+    `app` is an import string of an app factory and app.core.workers runs that many
+    processes, each on this protocol."""
     config = uvicorn.Config(
         app,
+        workers=workers,
+        factory=isinstance(app, str),
         host=host,
         port=port,
         log_level=log_level.lower(),
@@ -452,6 +450,10 @@ def run_server(app: Any, *, host: str, port: int, limits: ConnectionLimits, log_
         limits.body_timeout_s,
         limits.keepalive_timeout_s,
     )
+    if workers > 1:
+        from app.core.workers import run_workers  # it builds on this module
+
+        return run_workers(config, limits, log_level)
     server = GuardedServer(config, limits)
     with contextlib.suppress(KeyboardInterrupt):
         server.run()

@@ -208,11 +208,11 @@ def server() -> Iterator[Callable[..., Harness]]:
 # --- deadlines ----------------------------------------------------------------------------------
 def closes_after(h: Harness, transport: FakeTransport, seconds: float) -> bool:
     """True when the connection is still open just before `seconds` from now and closed
-    within one sweep after."""
-    h.loop.advance(seconds - TICK * 1.01)
+    within two sweeps after (a phase is seen by the first sweep after it began)."""
+    h.loop.advance(seconds - 0.01)
     if transport.closed:
         return False
-    h.loop.advance(TICK * 2)
+    h.loop.advance(0.01 + 2 * TICK + 0.001)
     return transport.closed
 
 
@@ -270,7 +270,7 @@ def test_a_body_that_ends_after_an_early_answer_still_leaves_an_idle_deadline(
     assert transport.written.startswith(b"HTTP/1.1 200 ")
     h.loop.advance(1.0)
     h.send(protocol, b"cd")
-    assert closes_after(h, transport, IDLE_S)
+    assert closes_after(h, transport, IDLE_S - 1.0)  # idle counts from the answer
 
 
 def test_a_trickled_body_is_cut_at_the_body_deadline(server: Callable[..., Harness]) -> None:
@@ -319,7 +319,8 @@ def test_at_the_cap_a_new_connection_evicts_the_longest_waiting_one_never_one_be
     h = server(limits(max_connections=3, limit_concurrency=2))
     _, first_transport = h.connect()  # the oldest, still silent
     second, second_transport = h.connect()
-    h.send(second, GET)  # answered: waits again, behind the first
+    h.send(second, GET)  # answered: waits again, behind the first, once a sweep sees it
+    h.loop.advance(TICK)
     busy, busy_transport = h.connect()  # the newest of the three...
     busy.data_received(GET)  # ...but its request is with the app
 
@@ -336,6 +337,37 @@ def test_at_the_cap_a_new_connection_evicts_the_longest_waiting_one_never_one_be
     assert not busy_transport.closed
     assert h.server.registry.open == 3
     assert h.server.registry.evicted == 3
+
+
+def test_connections_answered_since_the_last_sweep_are_still_evictable(
+    server: Callable[..., Harness],
+) -> None:
+    """At the cap with no known waiting connection, a sweep runs before refusing."""
+    h = server(limits(max_connections=2, limit_concurrency=2))
+    transports = []
+    for _ in range(2):
+        protocol, transport = h.connect()
+        h.send(protocol, GET)  # answered now; no sweep has seen it yet
+        transports.append(transport)
+    _, newcomer = h.connect()
+    assert not newcomer.closed
+    assert transports[0].closed
+    assert not transports[1].closed
+
+
+def test_a_kept_alive_connection_trickling_its_next_request_can_be_evicted(
+    server: Callable[..., Harness],
+) -> None:
+    h = server(limits(max_connections=2, limit_concurrency=1))
+    slow, slow_transport = h.connect()
+    h.send(slow, GET)
+    h.send(slow, b"GET /health/live HTTP/1.1\r\n")  # the next request, trickled
+    h.loop.advance(TICK)
+    busy, busy_transport = h.connect()
+    busy.data_received(GET)  # with the app
+    h.connect()
+    assert slow_transport.closed
+    assert not busy_transport.closed
 
 
 def test_when_every_slot_is_serving_a_newcomer_gets_a_fast_503(
