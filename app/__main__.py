@@ -5,13 +5,18 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
+from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
 from app.core.logging import configure_logging
 from app.core.masking import mask_url
 from app.core.settings import Settings
+
+if TYPE_CHECKING:
+    from app.core.server import ConnectionLimits
 
 
 def _settings() -> Settings:
@@ -25,12 +30,53 @@ def _settings() -> Settings:
         raise SystemExit(2) from None
 
 
+# What each worker process loads (uvicorn needs an import string for workers): the factory
+# reads the settings from the environment the workers inherit.
+WORKER_APP = "app.main:create_app"
+
+
+def workers_problem(settings: Settings, workers: int) -> str | None:
+    """Why `workers` processes cannot run with these settings, or None."""
+    if not 1 <= workers <= 64:
+        return f"--workers {workers}: between 1 and 64"
+    if workers > 1 and settings.redis_url is None:
+        return (
+            f"{workers} workers need REDIS_URL: budgets, key limits and circuit breakers "
+            "must be shared between processes to stay exact (each worker alone would spend "
+            "the whole daily budget). Set REDIS_URL=redis://... or run one worker (WORKERS=1)"
+        )
+    if workers > 1 and settings.metrics_port_base + workers - 1 > 65535:
+        return (
+            f"METRICS_PORT_BASE {settings.metrics_port_base} leaves no port for {workers} workers"
+        )
+    return None
+
+
+def deployment_notes(settings: Settings, workers: int) -> list[str]:
+    """What an operator scaling out should know about these settings (check-config, serve)."""
+    notes: list[str] = []
+    several = workers > 1 or settings.redis_url is not None
+    if several and settings.database_url.startswith("sqlite"):
+        notes.append(
+            "the usage ledger is SQLite (DATABASE_URL): it serves the workers of one machine; "
+            "replicas on several machines need a shared ledger database "
+            "(PostgreSQL: DATABASE_URL=postgresql+asyncpg://...)"
+        )
+    if (problem := workers_problem(settings, workers)) is not None:
+        notes.append(f"serve will refuse to start: {problem}")
+    return notes
+
+
 def serve(args: argparse.Namespace) -> int:
     from app.core.server import DescriptorBudgetError, plan_limits, run_server
     from app.main import ConfigurationError, create_app
 
     settings = _settings()
     configure_logging(settings.log_level)
+    workers = args.workers if args.workers is not None else settings.workers
+    if (problem := workers_problem(settings, workers)) is not None:
+        print(f"configuration error: {problem}", file=sys.stderr)
+        return 2
     host = args.host or settings.host
     port = args.port if args.port is not None else settings.port
     configured = [n.value for n in settings.ai_provider_priority if settings.provider(n).configured]
@@ -49,13 +95,47 @@ def serve(args: argparse.Namespace) -> int:
     except (ConfigurationError, DescriptorBudgetError) as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
+    if workers > 1:
+        return _serve_workers(settings, workers, host, port, limits)
     return run_server(
         app, host=host, port=port, limits=limits, log_level=settings.log_level.lower()
     )
 
 
+def _serve_workers(
+    settings: Settings, workers: int, host: str, port: int, limits: ConnectionLimits
+) -> int:
+    """Several processes on one socket (app.core.workers). The app above only proved the
+    settings can run; each worker builds its own from the environment it inherits."""
+    import asyncio
+
+    from app.core.db import migrate
+    from app.core.server import run_server
+
+    for note in deployment_notes(settings, workers):
+        logging.getLogger("app").warning("%s", note)
+    os.environ["WORKERS"] = str(workers)  # `--workers` reaches the workers' settings
+    # Once here, not N times at once in the workers (concurrent migrations race).
+    asyncio.run(migrate(settings.database_url))
+    return run_server(
+        WORKER_APP,
+        host=host,
+        port=port,
+        limits=limits,
+        log_level=settings.log_level.lower(),
+        workers=workers,
+    )
+
+
 def check_config(_: argparse.Namespace) -> int:
-    print(json.dumps(_settings().masked(), indent=2))
+    settings = _settings()
+    report = settings.masked()
+    notes = deployment_notes(settings, settings.workers)
+    if notes:
+        report["notes"] = notes
+        for note in notes:
+            print(f"note: {note}", file=sys.stderr)
+    print(json.dumps(report, indent=2))
     return 0
 
 
@@ -71,6 +151,12 @@ def main(argv: list[str] | None = None) -> int:
     serve_cmd = commands.add_parser("serve", help="run the HTTP service")
     serve_cmd.add_argument("--host", default=None, help="bind address (default HOST or 127.0.0.1)")
     serve_cmd.add_argument("--port", type=int, default=None, help="port (default PORT or 8000)")
+    serve_cmd.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="worker processes on this machine (default WORKERS or 1; more than 1 needs REDIS_URL)",
+    )
     serve_cmd.set_defaults(func=serve)
     commands.add_parser(
         "check-config", help="print the effective configuration, secrets masked"

@@ -1,4 +1,5 @@
-"""`GET /metrics`: this app's registry in Prometheus text format, on the service's own port."""
+"""`GET /metrics`: this app's registry in Prometheus text format, on the service's own port;
+with several workers, every worker's (labelled `worker`), whichever worker answers."""
 
 from __future__ import annotations
 
@@ -12,5 +13,5 @@ from app.core.telemetry import Telemetry
 @get("/metrics", include_in_schema=False)
 @inject
 async def metrics(request: Request, telemetry: FromDishka[Telemetry]) -> Response[bytes]:  # type: ignore[type-arg]
-    body, content_type = telemetry.render(request.headers.get("accept"))
+    body, content_type = await telemetry.render_all(request.headers.get("accept"))
     return Response(body, media_type=content_type)

@@ -4,7 +4,7 @@ app's own metrics pipeline."""
 from __future__ import annotations
 
 import random
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 from dishka import Provider, Scope, from_context, provide
 from litestar import Request
@@ -36,10 +36,17 @@ class CoreModule(Provider):
         return user if isinstance(user, Caller) else Caller(ANONYMOUS)
 
     @provide
-    def telemetry(self) -> Iterator[Telemetry]:
+    async def telemetry(self, settings: Settings) -> AsyncIterator[Telemetry]:
         telemetry = Telemetry()
+        if settings.workers > 1 and settings.worker_index is not None:
+            # One of `serve --workers N`: every scrape must hold every worker's counters.
+            await telemetry.serve_workers(
+                index=settings.worker_index,
+                workers=settings.workers,
+                port_base=settings.metrics_port_base,
+            )
         yield telemetry
-        telemetry.shutdown()
+        await telemetry.aclose()
 
     @provide
     async def shared(self, settings: Settings) -> AsyncIterator[SharedState | None]:

@@ -73,6 +73,9 @@ class ProviderSettings(BaseSettings):
     # Client-side limits per key (None: no limit); at the limit the call moves on at once.
     rpm_per_key: int | None = Field(default=None, ge=1)
     tpm_per_key: int | None = Field(default=None, ge=1)
+    # Requests per key per day (the day in BUDGET_TIMEZONE; None: no quota). A key at its
+    # quota is skipped until the day resets. Groq's free tier allows about 14,400 a day.
+    rpd_per_key: int | None = Field(default=None, ge=1)
 
     _split = field_validator("api_keys", "fast_models", "quality_models", mode="before")(split_csv)
     # Whether this provider's model ids may hold one '/' (Groq's `openai/gpt-oss-20b`); only
@@ -428,6 +431,14 @@ class Settings(BaseSettings):
     redis_key_prefix: str = Field(default="gw:", min_length=1, max_length=64)
     # Replicas announce themselves this often; one is gone after three missed beats.
     redis_heartbeat_s: float = Field(default=1.0, gt=0, le=60)
+    # Worker processes of `python -m app serve` on this machine (`--workers` overrides). More
+    # than one needs REDIS_URL: budgets, limits and breakers must be shared to stay exact.
+    workers: int = Field(default=1, ge=1, le=64)
+    # With several workers, worker i also serves its own metrics on 127.0.0.1, port
+    # METRICS_PORT_BASE + i; /metrics on the service port merges them all (README, Metrics).
+    metrics_port_base: int = Field(default=9464, ge=1024, le=65535)
+    # Set by `serve` in each worker process it starts (0 .. WORKERS-1); never set it yourself.
+    worker_index: int | None = Field(default=None, ge=0, le=63)
     # Rows are written in batches off the request path; the buffer is bounded.
     ledger_batch_size: int = Field(default=200, ge=1)
     ledger_flush_interval_s: float = Field(default=0.5, gt=0)

@@ -2,6 +2,10 @@
 
 One CollectorRegistry and one MeterProvider per app, never the process-wide globals: two
 apps in one process (as tests make) must not share or double-print a series.
+
+With several worker processes (`serve --workers N`), `workers` merges every worker's
+registry into one scrape (app.core.worker_metrics); with one, it is None and the scrape is
+this registry alone.
 """
 
 from __future__ import annotations
@@ -12,6 +16,8 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.resources import Resource
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
+
+from app.core.worker_metrics import WorkerMetrics
 
 # Seconds buckets for LLM calls: 10 ms to 60 s.
 LLM_LATENCY_BUCKETS_S = (
@@ -60,6 +66,26 @@ class Telemetry:
             resource=Resource.create({"service.name": service_name}),
         )
         self.meter: Meter = self.provider.get_meter("app")
+        self.workers: WorkerMetrics | None = None
+
+    async def serve_workers(self, *, index: int, workers: int, port_base: int) -> None:
+        """Worker `index` of `workers`: serve this registry on loopback for the others, and
+        merge theirs into every scrape (see app.core.worker_metrics)."""
+        self.workers = WorkerMetrics(
+            self.registry, index=index, workers=workers, port_base=port_base
+        )
+        await self.workers.start()
+
+    async def render_all(self, accept: str | None) -> tuple[bytes, str]:
+        """What /metrics answers: every worker's series, or this registry's alone."""
+        if self.workers is None:
+            return self.render(accept)
+        return await self.workers.render(accept)
+
+    async def aclose(self) -> None:
+        if self.workers is not None:
+            await self.workers.aclose()
+        self.shutdown()
 
     def render(self, accept: str | None) -> tuple[bytes, str]:
         """The exposition body and its content type, negotiated from the Accept header."""

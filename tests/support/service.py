@@ -57,6 +57,8 @@ class ServiceProcess:
     log_path: Path | None = None
     # RLIMIT_NOFILE (soft and hard) of the service process (None: inherited).
     descriptor_limit: int | None = None
+    # More arguments of `serve` (e.g. --workers 2).
+    serve_args: tuple[str, ...] = ()
 
     @property
     def url(self) -> str:
@@ -65,7 +67,10 @@ class ServiceProcess:
     def start(self, timeout_s: float = 30) -> ServiceProcess:
         base = {k: v for k, v in os.environ.items() if not k.startswith(("GROQ_", "GEMINI_"))}
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "app", "serve", "--host", "127.0.0.1", "--port", str(self.port)],
+            [
+                *(sys.executable, "-m", "app", "serve"),
+                *("--host", "127.0.0.1", "--port", str(self.port), *self.serve_args),
+            ],
             cwd=ROOT,
             env={**base, **self.env, "PYTHONUNBUFFERED": "1"},
             stdout=None if self.log_path is None else self.log_path.open("ab"),

@@ -11,6 +11,13 @@ pybreaker gets wrong under asyncio (see STYLE.md, "pybreaker with asyncio"):
 - the open period is timed on the injected monotonic clock, not pybreaker's wall clock;
 - a free health probe may take the half-open trial (`admit_trial`), so an idle provider's
   breaker closes once the provider is back instead of waiting for a caller to try it.
+
+Several processes (workers, replicas) share a breaker through an optional `SharedBreakerHook`
+(`app.core.resilience.shared_breaker`): the local logic above is unchanged, the hook is told
+about transitions made here, may withhold the half-open trial (one trial for the whole fleet,
+held by a lease), and applies transitions made elsewhere with `apply_open`, `apply_closed` and
+`apply_half_open`, which never report back to the hook. Closed-state admission never asks it:
+the hot path stays in local memory.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import IntEnum
+from typing import Protocol
 
 import pybreaker
 
@@ -53,6 +61,36 @@ class Ticket:
 
 
 StateChangeHook = Callable[[str, BreakerState, BreakerState], None]
+
+
+class SharedBreakerHook(Protocol):
+    """What a breaker asks of the fleet, all synchronous: the hook answers from its local
+    view of Redis and does any Redis work in the background."""
+
+    def may_trial(self, breaker: AsyncCircuitBreaker) -> bool:
+        """Whether this process may take the half-open trial now (it holds the fleet's
+        lease); may start taking the lease for a later call."""
+        ...
+
+    def could_trial(self, breaker: AsyncCircuitBreaker) -> bool:
+        """`may_trial` without side effects (for `would_admit`)."""
+        ...
+
+    def trial_admitted(self, breaker: AsyncCircuitBreaker) -> None:
+        """The trial is out: hold the lease for as long as the call may take."""
+        ...
+
+    def trial_released(self, breaker: AsyncCircuitBreaker) -> None:
+        """The trial ended without a verdict: give the lease back."""
+        ...
+
+    def changed(self, breaker: AsyncCircuitBreaker, old: BreakerState, new: BreakerState) -> None:
+        """A transition made by this process (never one applied from the fleet)."""
+        ...
+
+    async def claim(self, breaker: AsyncCircuitBreaker) -> None:
+        """Try to take the trial lease now (for a caller that can wait, the health probe)."""
+        ...
 
 
 class _Fault(Exception):
@@ -94,6 +132,10 @@ class AsyncCircuitBreaker:
         self._trial_in_flight = False
         # Bumped on every transition, so outcomes from an earlier period are recognised.
         self._generation = 0
+        # Fleet coordination (None: this process alone), and whether the transition under way
+        # was applied from the fleet (not reported back to it).
+        self.shared: SharedBreakerHook | None = None
+        self._applying = False
         self._cb = pybreaker.CircuitBreaker(
             fail_max=fail_max,
             # Admission after the open period is ours (monotonic clock); pybreaker's own
@@ -121,8 +163,10 @@ class AsyncCircuitBreaker:
         if state is BreakerState.CLOSED:
             return True
         if state is BreakerState.OPEN:
-            return self.open_remaining_s() <= 0
-        return not self._trial_in_flight
+            free = self.open_remaining_s() <= 0
+        else:
+            free = not self._trial_in_flight
+        return free and (self.shared is None or self.shared.could_trial(self))
 
     def admit(self) -> Ticket | None:
         """A ticket to call the provider, or None to skip it now."""
@@ -132,12 +176,18 @@ class AsyncCircuitBreaker:
         if state is BreakerState.OPEN:
             if self.open_remaining_s() > 0:
                 return None
-            self._cb.half_open()
-            state = BreakerState.HALF_OPEN
-        if self._trial_in_flight:
+        elif self._trial_in_flight:
             return None
+        shared = self.shared
+        if shared is not None and not shared.may_trial(self):
+            return None  # another process holds the fleet's trial, or the lease is on its way
+        if state is BreakerState.OPEN:
+            self._cb.half_open()
         self._trial_in_flight = True
-        return Ticket(state, trial=True, generation=self._generation)
+        ticket = Ticket(BreakerState.HALF_OPEN, trial=True, generation=self._generation)
+        if shared is not None:
+            shared.trial_admitted(self)
+        return ticket
 
     def admit_trial(self) -> Ticket | None:
         """The half-open trial for a free health probe, taken through `admit`, or None.
@@ -152,6 +202,15 @@ class AsyncCircuitBreaker:
         if self.state is BreakerState.CLOSED:
             return None
         return self.admit()
+
+    async def claim_trial(self) -> Ticket | None:
+        """`admit_trial` for a caller that can wait a Redis round trip (the health probe):
+        with a fleet, the trial lease is taken first, so an idle fleet still heals within
+        one probe interval of the open period's end."""
+        shared = self.shared
+        if shared is not None and self.state is not BreakerState.CLOSED and self.would_admit():
+            await shared.claim(self)
+        return self.admit_trial()
 
     def success(self, ticket: Ticket) -> None:
         if not self._settle(ticket):
@@ -169,6 +228,8 @@ class AsyncCircuitBreaker:
         """The call ended without a verdict on the provider (cancelled, or the caller's fault)."""
         if ticket.trial and ticket.generation == self._generation:
             self._trial_in_flight = False
+            if self.shared is not None:
+                self.shared.trial_released(self)
 
     def _settle(self, ticket: Ticket) -> bool:
         """Free the trial slot; say whether this outcome still describes the current period."""
@@ -195,6 +256,34 @@ class AsyncCircuitBreaker:
         )
         if self._on_change is not None:
             self._on_change(self.name, old, new)
+        if self.shared is not None and not self._applying:
+            self.shared.changed(self, old, new)
+
+    # --- transitions made elsewhere in the fleet ---------------------------------------------
+    def apply_open(self, remaining_s: float) -> None:
+        """Open (or keep open) until `remaining_s` from now, as another process decided.
+        Calls admitted before are settled as stale (a new generation)."""
+        if self.state is not BreakerState.OPEN:
+            self._apply(self._cb.open)
+        remaining = min(max(0.0, remaining_s), self.reset_timeout_s)
+        self._opened_at = self._clock.monotonic() - (self.reset_timeout_s - remaining)
+
+    def apply_closed(self) -> None:
+        """Close, as another process's trial proved the provider back."""
+        if self.state is not BreakerState.CLOSED:
+            self._apply(self._cb.close)
+
+    def apply_half_open(self) -> None:
+        """Half-open with the trial out elsewhere: admission then waits for the fleet."""
+        if self.state is not BreakerState.HALF_OPEN:
+            self._apply(self._cb.half_open)
+
+    def _apply(self, transition: Callable[[], object]) -> None:
+        self._applying = True
+        try:
+            transition()
+        finally:
+            self._applying = False
 
 
 def _noop() -> None:

@@ -2,8 +2,16 @@
 
 Used when the request asks for it or its temperature is 0. Bounded by entries and age.
 Identical concurrent misses make one upstream call: the first caller (the leader) computes,
-the others (followers) await it. The store is an interface so a shared (Redis) store can
-replace the in-memory one.
+the others (followers) await it. The store is an interface: `MemoryStore` (this process,
+LRU by entries) or, with REDIS_URL, `RedisStore` (every worker and replica sees one cache:
+an answer cached through one is a hit through another, same keys and scope, expiring by
+AI_CACHE_TTL_S in Redis).
+
+Single-flight is per process, with either store: identical misses on two replicas at the same
+moment make two upstream calls (one per replica), and the second answer overwrites the first
+under the same key. Spanning replicas would need a Redis lock and a wait for its holder's
+answer on every miss; the gain is bounded by the number of replicas for the rare identical
+requests that arrive within one upstream latency of each other, so it is not done.
 
 The key is everything that can change the answer: every field of `CompletionRequest` except
 those `NOT_IN_KEY` names (each with the reason it cannot), the plan the router made for it
@@ -50,6 +58,7 @@ import msgspec
 
 from app.core.clock import Clock
 from app.core.errors import RateLimitExceeded
+from app.core.shared import SharedState, SharedStateDown
 from app.modules.ai.domain import AIResponse, CompletionRequest
 from app.modules.ai.errors import AllProvidersFailed, DeadlineExceeded
 from app.modules.ai.metrics import AIMetrics
@@ -110,9 +119,9 @@ def leaders_own(error: BaseException) -> bool:
 
 
 class CacheStore(Protocol):
-    def get(self, key: str) -> AIResponse | None: ...
+    async def get(self, key: str) -> AIResponse | None: ...
 
-    def put(self, key: str, value: AIResponse) -> None: ...
+    async def put(self, key: str, value: AIResponse) -> None: ...
 
 
 class MemoryStore:
@@ -128,7 +137,14 @@ class MemoryStore:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def get(self, key: str) -> AIResponse | None:
+    async def get(self, key: str) -> AIResponse | None:
+        return self.get_now(key)
+
+    async def put(self, key: str, value: AIResponse) -> None:
+        self.put_now(key, value)
+
+    def get_now(self, key: str) -> AIResponse | None:
+        """`get` without a suspension point (the in-memory store never waits)."""
         found = self._entries.get(key)
         if found is None:
             return None
@@ -140,12 +156,65 @@ class MemoryStore:
         self._entries.move_to_end(key)
         return value
 
-    def put(self, key: str, value: AIResponse) -> None:
+    def put_now(self, key: str, value: AIResponse) -> None:
         self._entries[key] = (self._clock.monotonic(), value)
         self._entries.move_to_end(key)
         while len(self._entries) > self._max:
             self._entries.popitem(last=False)
             self._metrics.cache_evictions.add(1, {"reason": "size"})
+
+
+class RedisStore:
+    """Answers in Redis (msgpack, with AI_CACHE_TTL_S as their TTL), so every worker and
+    replica shares them; Redis bounds memory (set a `maxmemory-policy` such as
+    `volatile-lru`), not AI_CACHE_MAX_ENTRIES.
+
+    A cache must never turn a Redis problem into an error: while Redis is unreachable
+    (`SharedState.up` false, or an operation fails within REDIS_TIMEOUT_S) lookups and writes
+    go to `local`, this process's MemoryStore, so the cache keeps working per replica; a
+    value that cannot be decoded (written by another version) is a miss.
+    """
+
+    def __init__(
+        self, shared: SharedState, local: MemoryStore, metrics: AIMetrics, *, ttl_s: float
+    ) -> None:
+        self._shared = shared
+        self._local = local
+        self._metrics = metrics
+        self._ttl_ms = max(1, int(ttl_s * 1000))
+
+    def _key(self, key: str) -> str:
+        return self._shared.key("cache", key)
+
+    async def get(self, key: str) -> AIResponse | None:
+        if not self._shared.up:
+            return self._local.get_now(key)
+        try:
+            raw = await self._shared.call("GET", self._key(key))
+        except SharedStateDown:
+            return self._local.get_now(key)
+        if raw is None:
+            return None
+        try:
+            return _DECODER.decode(raw)
+        except msgspec.DecodeError:
+            self._metrics.cache_evictions.add(1, {"reason": "unreadable"})
+            return None
+
+    async def put(self, key: str, value: AIResponse) -> None:
+        if not self._shared.up:
+            self._local.put_now(key, value)
+            return
+        try:
+            await self._shared.call(
+                "SET", self._key(key), _PACKER.encode(value), "PX", self._ttl_ms
+            )
+        except SharedStateDown:
+            self._local.put_now(key, value)
+
+
+_PACKER = msgspec.msgpack.Encoder()
+_DECODER = msgspec.msgpack.Decoder(AIResponse)
 
 
 class ResponseCache:
@@ -182,7 +251,7 @@ class ResponseCache:
         loop = asyncio.get_running_loop()
         until = None if wait_s is None else loop.time() + wait_s
         while True:
-            stored = self._store.get(key)
+            stored = await self._store.get(key)
             if stored is not None:
                 self._metrics.cache_requests.add(1, {"result": "hit"})
                 return stored, True
@@ -211,8 +280,10 @@ class ResponseCache:
             future.exception()  # mark retrieved: waiters get it, nobody else must
             raise
         else:
-            self._store.put(key, response)
             future.set_result(response)
+            # Still in flight until stored: a lookup that missed the store while the write
+            # was on its way finds the answer here instead of making a second call.
+            await self._store.put(key, response)
             return response
         finally:
             if self._inflight.get(key) is future:

@@ -303,7 +303,8 @@ class HealthController(Controller):
     @inject
     async def providers(self, health: FromDishka[HealthService]) -> ProvidersHealthOut:
         """Each provider's health: status and reasons, latency, error rate, breaker state,
-        adaptive timeout, keys (by short hash, with their state), and the last free probe."""
+        adaptive timeout, keys (by short hash, with their state), and the last free probe;
+        and whether shared state (Redis) is reachable from this replica."""
         reports = health.all()
         configured = [h for h in reports if h.status is not HealthStatus.NOT_CONFIGURED]
         if any(h.status is HealthStatus.HEALTHY for h in configured):
@@ -314,6 +315,8 @@ class HealthController(Controller):
             overall = "unhealthy"
         return ProvidersHealthOut(
             status=overall,
+            shared_state=health.shared_state(),
+            shared_replicas=health.shared_replicas(),
             providers=[
                 ProviderHealthOut(
                     provider=h.provider.value,

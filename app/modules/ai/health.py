@@ -15,6 +15,10 @@ Why the probe does more than report:
   key is re-checked with the same free call (by the first probe round at least one interval
   after its refusal, then once per interval) and comes back when it is accepted.
 
+Shared state (Redis, with REDIS_URL) is reported the same way: `shared_state` is `ok`,
+`degraded` (unreachable: breakers, cache, budgets and limits run on this process's own
+state) or `disabled`; it never touches readiness, since a replica without Redis still serves.
+
 Readiness ("can this replica take a request now?") never looks at providers: an upstream
 outage is shared by every replica, and taking them all out of rotation would turn fast typed
 503s into connection errors. It is reported here, in /health/ai-providers and in metrics.
@@ -29,10 +33,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
+from typing import Literal
 
 from app.core.clock import Clock
 from app.core.resilience.breaker import BreakerState, Ticket
 from app.core.settings import ProviderName, Settings
+from app.core.shared import SharedState
 from app.modules.ai.errors import FailureKind, ProviderError
 from app.modules.ai.providers.keys import ApiKey, KeyState
 from app.modules.ai.resilience.guard import GuardedProvider, ProviderGuards
@@ -114,9 +120,20 @@ class _Ping:
         return self.kind is not None and self.kind.is_provider_fault
 
 
+SharedStatus = Literal["ok", "degraded", "disabled"]
+
+
 class HealthService:
-    def __init__(self, settings: Settings, guards: ProviderGuards, clock: Clock) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        guards: ProviderGuards,
+        clock: Clock,
+        *,
+        shared: SharedState | None = None,
+    ) -> None:
         self._settings = settings
+        self._shared = shared
         self._guards = guards
         self._clock = clock
         self._probes: dict[ProviderName, ProbeResult] = {}
@@ -135,7 +152,7 @@ class HealthService:
         else:
             # A refusal here is reported, not acted on: only a call retires a key (its 401 is
             # the one a caller would otherwise meet again).
-            outcome = await self._ping(guard, key, guard.breaker.admit_trial())
+            outcome = await self._ping(guard, key, await guard.breaker.claim_trial())
         result = ProbeResult(
             ok=outcome.error is None,
             at=self._clock.now(),
@@ -262,6 +279,22 @@ class HealthService:
                 "LEDGER_BUFFER_MAX_ROWS): new rows are dropped"
             )
         return Readiness(not problems, tuple(problems), configured, usable, ledger)
+
+    def shared_state(self) -> SharedStatus:
+        """Redis as this replica last saw it (an operation or heartbeat within
+        REDIS_HEARTBEAT_S): `disabled` without REDIS_URL."""
+        if self._shared is None:
+            return "disabled"
+        return "ok" if self._shared.up else "degraded"
+
+    def shared_replicas(self) -> int | None:
+        """Replicas alive at the last heartbeat that reached Redis (None without Redis)."""
+        return None if self._shared is None else self._shared.live_replicas
+
+    def shared_state_up(self) -> Iterable[tuple[float, dict[str, str]]]:
+        """The `ai_shared_state_up` gauge: no series without REDIS_URL (nothing to alert on)."""
+        if self._shared is not None:
+            yield (1.0 if self._shared.up else 0.0), {}
 
     def key_states(self) -> Iterable[tuple[float, dict[str, str]]]:
         """The key-state gauge: per provider, key id and state, 1 for the key's state and 0

@@ -213,6 +213,15 @@ class ProviderHealthOut(BaseModel):
 class ProvidersHealthOut(BaseModel):
     status: Literal["healthy", "degraded", "unhealthy"]
     providers: list[ProviderHealthOut]
+    shared_state: Literal["ok", "degraded", "disabled"] = Field(
+        default="disabled",
+        description="Redis (REDIS_URL): ok; degraded while unreachable (breakers, cache, "
+        "budgets and limits then run on this replica's own state); disabled without it. "
+        "Never a reason to leave /health/ready",
+    )
+    shared_replicas: int | None = Field(
+        default=None, description="Replicas (worker processes) alive at the last heartbeat"
+    )
 
 
 class UsageLineOut(BaseModel):
