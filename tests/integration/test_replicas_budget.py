@@ -123,6 +123,20 @@ def _client() -> httpx.AsyncClient:
     return httpx.AsyncClient(headers=AUTH_HEADERS, timeout=30, trust_env=False)
 
 
+async def until(client: httpx.AsyncClient, pair: Pair, store: str, timeout_s: float = 10) -> None:
+    """Wait until both replicas say where their budget numbers come from is `store`."""
+    states: list[str] = []
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        states = [
+            (await client.get(f"{s.url}/v1/budgets")).json()["store"] for s in (pair.a, pair.b)
+        ]
+        if states == [store, store]:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"replicas' budget stores are {states}, not {store}")
+
+
 async def test_a_burst_split_across_two_replicas_pays_for_ten_calls_at_most(
     long_answers: Sandbox, redis_server: RedisServer, ledger_url: str
 ) -> None:
@@ -133,6 +147,7 @@ async def test_a_burst_split_across_two_replicas_pays_for_ten_calls_at_most(
     pair = Pair(long_answers, redis_server.url, ledger_url)
     try:
         async with _client() as client:
+            await until(client, pair, "redis")
             responses = await asyncio.gather(
                 *(_post(client, (pair.a if i % 2 else pair.b).url, i) for i in range(200))
             )
@@ -175,6 +190,7 @@ async def test_a_replica_killed_mid_call_loses_its_hold_with_the_lease(
     try:
         long_answers.chaos("openai", content=LONG_ANSWER, latency_ms=30_000)
         async with _client() as client:
+            await until(client, pair, "redis")
             doomed = asyncio.ensure_future(_post(client, pair.a.url, 0))
             for _ in range(200):
                 if long_answers.completions("openai") == 1:
@@ -232,14 +248,16 @@ async def test_redis_stopped_mid_load_then_back_empty_passes_no_budget(
     responses: list[httpx.Response] = []
     try:
         async with _client() as client:
+            await until(client, pair, "redis")
             for i in range(3):
                 responses.append(await _post(client, (pair.a, pair.b)[i % 2].url, i))
             assert [r.status_code for r in responses] == [200, 200, 200]
             await asyncio.sleep(0.6)  # both replicas have seen Redis, and each other, since
+            await until(client, pair, "redis")
             redis_server.stop()
             # Each replica notices (its refresh fails) and, two heartbeats later, takes its
             # share; a paid call before that is a short 429 (tested on the store).
-            await asyncio.sleep(1.5)
+            await until(client, pair, "local-share")
             long_answers.chaos("openai", content=LONG_ANSWER, latency_ms=100)
             outage = await asyncio.gather(
                 *(_post(client, (pair.a, pair.b)[i % 2].url, 100 + i) for i in range(40))
@@ -251,6 +269,7 @@ async def test_redis_stopped_mid_load_then_back_empty_passes_no_budget(
             assert 1 <= len(paid_during) <= 6
             await asyncio.sleep(1.5)  # rows written and older than the seed's lag
             redis_server.start()  # empty
+            await until(client, pair, "redis")
             spent_ledger = sum(r["cost_usd"] for r in await ledger(ledger_url))
             seen: list[float] = []
             for _ in range(100):

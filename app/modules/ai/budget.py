@@ -116,6 +116,11 @@ class BudgetStore(Protocol):
 
     def seconds_until_reset(self) -> float: ...
 
+    @property
+    def state(self) -> str:
+        """Where this replica's budget numbers come from now (/v1/budgets `store`)."""
+        ...
+
     async def lines(self, *, caller: str | None) -> list[dict[str, object]]:
         """Every budget visible to `caller` (None: all), both periods, for /v1/budgets."""
         ...
@@ -352,6 +357,10 @@ class BudgetGuard:
 
     def seconds_until_reset(self) -> float:
         return self._rules.seconds_until(DAY)
+
+    @property
+    def state(self) -> str:
+        return "in-process"
 
     def reserve(
         self, provider: ProviderName, caller: str, worst_case_usd: float

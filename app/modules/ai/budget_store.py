@@ -193,6 +193,14 @@ class RedisBudgets:
         return self._rules.seconds_until(DAY)
 
     @property
+    def state(self) -> str:
+        """`redis` (Redis decides), `local-share` (Redis away: this replica's share),
+        `redis-lost` (just lost, not yet confirmed: paid calls wait)."""
+        if self.synced:
+            return "redis"
+        return "local-share" if self._confirmed() else "redis-lost"
+
+    @property
     def synced(self) -> bool:
         """Redis is up and this replica's state is reconciled with it."""
         return self._synced and self._shared.up
@@ -601,6 +609,8 @@ class RedisBudgets:
         today = self._rules.today()
         keys = self._keys(today)
         if self.synced:
+            await self.flush()  # this replica's own settles first: a caller reads its writes
+        if self.synced:
             try:
                 await self._refresh(*keys)
             except SharedStateDown:
@@ -646,8 +656,7 @@ class RedisBudgets:
     async def rebuild(self, ledger: UsageLedger) -> None:
         """At start: reconcile with Redis if it answers; if not, the ledger's spend is the
         last known state (and this replica assumes it is alone until it sees Redis)."""
-        if self._shared.up:
-            await self.sync()
+        await self.sync()  # also when the first heartbeat was too slow: Redis may answer now
         if not self._synced:
             today = self._rules.today()
             for key, period in zip(self._keys(today), (DAY, MONTH), strict=True):

@@ -191,7 +191,7 @@ class AIController(Controller):
         several replicas on Redis, the numbers of all of them. Admin callers
         (GATEWAY_ADMIN_CALLERS) see every caller's budget."""
         lines = await budget.lines(caller=None if caller.admin else caller.id)
-        return BudgetsOut(budgets=[BudgetOut(**line) for line in lines])
+        return BudgetsOut(budgets=[BudgetOut(**line) for line in lines], store=budget.state)
 
 
 async def _live_sse(stream: AIStream, include_usage: bool) -> AsyncIterator[bytes]:

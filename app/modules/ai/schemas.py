@@ -261,3 +261,6 @@ class BudgetOut(BaseModel):
 
 class BudgetsOut(BaseModel):
     budgets: list[BudgetOut]
+    # Where this replica's numbers come from: in-process (REDIS_URL unset), redis, or while
+    # Redis is away local-share (this replica's share) or redis-lost (not yet confirmed).
+    store: str
