@@ -20,6 +20,19 @@ def free_port() -> int:
         return port
 
 
+def free_port_pair() -> int:
+    """A port p with p and p + 1 both free on loopback (two workers' metrics ports)."""
+    for _ in range(50):
+        base = free_port()
+        try:
+            with socket.socket() as sock:
+                sock.bind(("127.0.0.1", base + 1))
+        except OSError:
+            continue
+        return base
+    raise RuntimeError("no two consecutive free ports")
+
+
 @contextmanager
 def live_server(app: Litestar) -> Iterator[str]:
     port = free_port()

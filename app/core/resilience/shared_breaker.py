@@ -358,28 +358,27 @@ class SharedBreakers:
                 self._apply(fleet, state, int(remaining_ms) / 1000, lease_elsewhere=bool(holder))
 
     def on_message(self, data: bytes | str) -> None:
-        """One pub/sub message from another replica."""
-        try:
-            message = json.loads(data)
-            fleet = self._fleets.get(str(message["p"]))
-            state, remaining_s, gen = str(message["s"]), float(message["r"]) / 1000, message["g"]
-            by, lease_ms = str(message["by"]), float(message["l"])
-            gen = int(gen)
-        except (ValueError, KeyError, TypeError):
-            log.warning("unreadable breaker message ignored")
+        """One pub/sub message from another replica. Anything that is not a well-formed
+        message about a breaker of ours is ignored (whoever can publish on the channel can
+        send anything); its numbers are bounded by our own settings."""
+        parsed = _parse(data)
+        if parsed is None:
             return
+        name, state, remaining_ms, gen, by, lease_ms = parsed
+        fleet = self._fleets.get(name)
         if fleet is None or by == self._shared.replica_id:
             return
         if state == "half_open":
             if gen >= fleet.seen_gen:
-                fleet.elsewhere_until = self._clock.monotonic() + lease_ms / 1000
+                lease_s = min(lease_ms, fleet.trial_ttl_ms) / 1000
+                fleet.elsewhere_until = self._clock.monotonic() + lease_s
                 if not fleet.pending:
                     self._apply(fleet, state, 0.0, lease_elsewhere=True)
             return
         if gen > fleet.seen_gen and not fleet.pending:
             fleet.seen_gen = gen
             fleet.elsewhere_until = 0.0
-            self._apply(fleet, state, remaining_s)
+            self._apply(fleet, state, remaining_ms / 1000)
 
     def _apply(
         self, fleet: _Fleet, state: str, remaining_s: float, *, lease_elsewhere: bool = False
@@ -443,6 +442,31 @@ async def _drop(pubsub: PubSub | None) -> None:
     if pubsub is not None:
         with contextlib.suppress(RedisError, OSError, TimeoutError):
             await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+
+_STATES = frozenset({"open", "closed", "half_open"})
+
+
+def _parse(data: bytes | str) -> tuple[str, str, float, int, str, float] | None:
+    """(breaker, state, open ms left, generation, sender, lease ms) of a message, or None."""
+    try:
+        message = json.loads(data)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if not isinstance(message, dict):
+        return None
+    name, state, by = message.get("p"), message.get("s"), message.get("by")
+    remaining, gen, lease = message.get("r"), message.get("g"), message.get("l")
+    if not (isinstance(name, str) and isinstance(by, str) and state in _STATES):
+        return None
+    if not (isinstance(gen, int) and not isinstance(gen, bool) and gen >= 0):
+        return None
+    numbers = (remaining, lease)
+    if not all(
+        isinstance(n, int | float) and not isinstance(n, bool) and 0 <= n < 1e12 for n in numbers
+    ):
+        return None  # also NaN and infinities
+    return name, str(state), float(remaining), gen, by, float(lease)
 
 
 def _text(value: Any) -> str:
