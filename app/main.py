@@ -43,6 +43,7 @@ def create_app(settings: Settings | None = None, *overrides: Provider) -> Litest
     settings = settings or Settings()
     overhead = OverheadRecorder()
     middleware = [DefineMiddleware(OverheadMiddleware, recorder=overhead)]
+    authenticator: CallerAuthenticator | None = None
     if settings.gateway_auth == "enabled":
         if not settings.gateway_api_keys:
             raise ConfigurationError(
@@ -60,6 +61,8 @@ def create_app(settings: Settings | None = None, *overrides: Provider) -> Litest
         shared = await container.get(SharedState | None)
         if shared is not None:
             await shared.start()  # up or down is known before the first request
+            if authenticator is not None:
+                authenticator.share(shared)  # GATEWAY_CALLER_RPM across every replica
         ledger = await container.get(UsageLedger)
         ledger.start()
         # A restart must not reset a budget: today's (and this month's) spend comes back from

@@ -1,5 +1,7 @@
 """Callers: bearer keys mapped to caller ids, compared in constant time, and a request rate
-limit per caller. Keys never reach logs, metrics or error bodies."""
+limit per caller (GATEWAY_CALLER_RPM), counted in this process or, once `share` is called
+with Redis, across every replica (one script per request; each replica's share of the limit
+while Redis is away). Keys never reach logs, metrics or error bodies."""
 
 from __future__ import annotations
 
@@ -12,8 +14,10 @@ from litestar.types import ASGIApp, Receive, Scope, Send
 
 from app.core.clock import Clock
 from app.core.errors import RateLimitExceeded, Unauthorized
-from app.core.resilience.ratelimit import RateLimiter, Unlimited, make_limiter
+from app.core.resilience.ratelimit import Limiter, make_limiter
+from app.core.resilience.shared_limits import SharedLimits
 from app.core.settings import Settings
+from app.core.shared import SharedState
 
 # Path prefixes that stay open: liveness, readiness, metrics and the API docs.
 OPEN_PATHS = ("/health", "/metrics", "/schema")
@@ -37,13 +41,35 @@ class CallerAuthenticator:
             for name, key in settings.gateway_api_keys.items()
         ]
         self._admins = frozenset(settings.gateway_admin_callers)
-        rpm = settings.gateway_caller_rpm
-        self._limiters: dict[str, RateLimiter | Unlimited] = {
-            name: make_limiter(clock, rpm=rpm, tpm=None) for name, _ in self._keys
+        self._clock = clock
+        self._rpm = settings.gateway_caller_rpm
+        self._limiters: dict[str, Limiter] = {
+            name: make_limiter(clock, rpm=self._rpm, tpm=None) for name, _ in self._keys
         }
 
-    def identify(self, authorization: str | None) -> Caller:
-        """The caller a bearer header belongs to, or Unauthorized."""
+    def share(self, shared: SharedState) -> None:
+        """Count each caller's requests on Redis from now on, so GATEWAY_CALLER_RPM holds
+        for the whole gateway rather than for each of its processes."""
+        if self._rpm is None:
+            return
+        limits = SharedLimits(shared, self._clock)
+        self._limiters = {
+            name: limits.limiter(("caller", name), rpm=self._rpm) for name, _ in self._keys
+        }
+
+    async def authenticate(self, authorization: str | None) -> Caller:
+        """The caller a bearer header belongs to, or Unauthorized; RateLimitExceeded when
+        that caller is over its request rate."""
+        found = self._find(authorization)
+        wait = await self._limiters[found].acquire(0)
+        if wait > 0:
+            raise RateLimitExceeded(
+                f"caller {found!r} is over its request rate limit", retry_after_s=wait
+            )
+        return Caller(found, admin=found in self._admins)
+
+    def _find(self, authorization: str | None) -> str:
+        """The caller name a bearer header belongs to, or Unauthorized."""
         if not authorization:
             raise Unauthorized("send 'Authorization: Bearer <key>'; this route needs a caller key")
         scheme, _, token = authorization.partition(" ")
@@ -56,12 +82,7 @@ class CallerAuthenticator:
                 found = name
         if found is None:
             raise Unauthorized("unknown API key")
-        wait = self._limiters[found].try_acquire(0)
-        if wait > 0:
-            raise RateLimitExceeded(
-                f"caller {found!r} is over its request rate limit", retry_after_s=wait
-            )
-        return Caller(found, admin=found in self._admins)
+        return found
 
 
 class CallerAuthMiddleware:
@@ -79,7 +100,7 @@ class CallerAuthMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == ScopeType.HTTP and not scope["path"].startswith(OPEN_PATHS):
-            scope["user"] = self._authenticator.identify(_authorization(scope))
+            scope["user"] = await self._authenticator.authenticate(_authorization(scope))
         await self._app(scope, receive, send)
 
 

@@ -1,14 +1,37 @@
 """Client-side rate limits, so we stop before the upstream's 429 rather than after it.
 
-A token bucket per key (requests and tokens per minute) and optionally per provider. At the
-limit the call moves on at once; nothing here ever waits.
+A token bucket per key (requests and tokens per minute), optionally a daily request quota
+(the day of a configured time zone), per key or per caller. At the limit the call moves on
+at once; nothing here ever waits.
+
+These limiters count in this process and do no I/O: `try_acquire` is synchronous, and
+`acquire` (the `Limiter` protocol the guards await) only wraps it, so the embedded default
+costs what it always did. `app.core.resilience.shared_limits` implements the same protocol
+on Redis for several processes, and falls back to these (with a share of each limit) when
+Redis is away.
 """
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, time, timedelta, tzinfo
+from typing import Protocol
+
 from app.core.clock import Clock
 
 SECONDS_PER_MINUTE = 60.0
+
+
+class Limiter(Protocol):
+    """What a guard asks of a key's (or a caller's) limiter."""
+
+    async def acquire(self, tokens: int) -> float:
+        """Take one request and `tokens` tokens and return 0, or take nothing and return how
+        many seconds until they would be available."""
+        ...
+
+    def quota_usage(self) -> tuple[float, float] | None:
+        """(requests used today, daily quota), or None without a daily quota."""
+        ...
 
 
 class TokenBucket:
@@ -36,12 +59,85 @@ class TokenBucket:
         self._level -= min(amount, self._capacity)
 
 
-class RateLimiter:
-    """Requests-per-minute and tokens-per-minute buckets for one key or one provider."""
+def day_of(clock: Clock, tz: tzinfo) -> tuple[str, float]:
+    """Today's date in `tz` (ISO, e.g. '2026-03-10') and the seconds until it ends, computed
+    in UTC so a day with a daylight-saving change has its true length."""
+    wall = clock.now().astimezone(tz)
+    today = wall.date()
+    tomorrow = datetime.combine(today + timedelta(days=1), time(0), tzinfo=tz)
+    left = (tomorrow.astimezone(UTC) - wall.astimezone(UTC)).total_seconds()
+    return today.isoformat(), max(left, 0.001)
 
-    def __init__(self, clock: Clock, *, rpm: int | None, tpm: int | None) -> None:
+
+class Day:
+    """The current day label, computed from the wall clock once a day and then checked
+    against the monotonic clock: a hot path asks without building a datetime."""
+
+    def __init__(self, clock: Clock, tz: tzinfo) -> None:
+        self._clock = clock
+        self._tz = tz
+        self._label = ""
+        self._ends_at = float("-inf")  # monotonic
+
+    def current(self) -> tuple[str, float]:
+        """(today's label, seconds until it ends)."""
+        now = self._clock.monotonic()
+        if now >= self._ends_at:
+            self._label, left = day_of(self._clock, self._tz)
+            self._ends_at = now + left
+        return self._label, self._ends_at - now
+
+
+class DailyQuota:
+    """`per_day` requests per calendar day; the count starts again when the day turns.
+
+    `per_day` and `used` may be fractions: a replica cut off from Redis gets a share of a
+    quota (see shared_limits)."""
+
+    def __init__(
+        self, per_day: float, clock: Clock, tz: tzinfo, *, used: float = 0.0, day: str = ""
+    ) -> None:
+        self.per_day = per_day
+        self._day = Day(clock, tz)
+        self._label, _ = self._day.current()
+        # `used` counts for `day` only (today when not given).
+        self.used = used if day in ("", self._label) else 0.0
+
+    def _roll(self) -> float:
+        label, left = self._day.current()
+        if label != self._label:
+            self._label = label
+            self.used = 0.0
+        return left
+
+    def wait(self) -> float:
+        """0 if one more request fits today, else the seconds until the day resets."""
+        left = self._roll()
+        return 0.0 if self.used + 1 <= self.per_day else left
+
+    def take(self) -> None:
+        self.used += 1
+
+    def usage(self) -> tuple[float, float]:
+        self._roll()
+        return self.used, self.per_day
+
+
+class RateLimiter:
+    """Requests-per-minute and tokens-per-minute buckets, and an optional daily request
+    quota, for one key, caller or provider. All or nothing: a refusal takes from none."""
+
+    def __init__(
+        self,
+        clock: Clock,
+        *,
+        rpm: float | None,
+        tpm: float | None,
+        quota: DailyQuota | None = None,
+    ) -> None:
         self._requests = TokenBucket(rpm, clock) if rpm else None
         self._tokens = TokenBucket(tpm, clock) if tpm else None
+        self._quota = quota
 
     def try_acquire(self, tokens: int) -> float:
         """Take one request and `tokens` tokens and return 0, or take nothing and return how
@@ -51,13 +147,24 @@ class RateLimiter:
             wait = max(wait, self._requests.wait_for(1))
         if self._tokens is not None:
             wait = max(wait, self._tokens.wait_for(tokens))
+        if self._quota is not None:
+            wait = max(wait, self._quota.wait())
         if wait > 0:
             return wait
         if self._requests is not None:
             self._requests.take(1)
         if self._tokens is not None:
             self._tokens.take(tokens)
+        if self._quota is not None:
+            self._quota.take()
         return 0.0
+
+    async def acquire(self, tokens: int) -> float:
+        """`try_acquire` for callers that also take a shared limiter: no I/O here."""
+        return self.try_acquire(tokens)
+
+    def quota_usage(self) -> tuple[float, float] | None:
+        return None if self._quota is None else self._quota.usage()
 
 
 class Unlimited:
@@ -66,6 +173,23 @@ class Unlimited:
     def try_acquire(self, tokens: int) -> float:
         return 0.0
 
+    async def acquire(self, tokens: int) -> float:
+        return 0.0
 
-def make_limiter(clock: Clock, *, rpm: int | None, tpm: int | None) -> RateLimiter | Unlimited:
-    return RateLimiter(clock, rpm=rpm, tpm=tpm) if (rpm or tpm) else Unlimited()
+    def quota_usage(self) -> tuple[float, float] | None:
+        return None
+
+
+def make_limiter(
+    clock: Clock,
+    *,
+    rpm: float | None,
+    tpm: float | None,
+    rpd: float | None = None,
+    tz: tzinfo = UTC,
+) -> RateLimiter | Unlimited:
+    """A limiter for the limits configured (`rpd`: requests per day in `tz`), or Unlimited."""
+    if not (rpm or tpm or rpd):
+        return Unlimited()
+    quota = DailyQuota(rpd, clock, tz) if rpd else None
+    return RateLimiter(clock, rpm=rpm, tpm=tpm, quota=quota)

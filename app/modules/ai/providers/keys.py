@@ -1,5 +1,9 @@
 """API keys of one provider, used round-robin; a 429 rests a key, a 401/403 retires it until
-the health probe finds the provider accepting it again."""
+the health probe finds the provider accepting it again.
+
+`KeyPool` keeps that state in this process (the embedded default). With Redis,
+`shared_keys.SharedKeyPool` keeps the same local state (the hot path reads only memory) and
+shares every rest, retirement and restoration with the other replicas."""
 
 from __future__ import annotations
 
@@ -44,6 +48,9 @@ class ApiKey:
     # or last re-checked by a probe (monotonic): re-checked at most once per interval.
     retired_at: datetime | None = None
     checked_at: float = 0.0
+    # The shared state's version this key last took (Redis microseconds; 0: never shared),
+    # so a late or repeated message never undoes a newer change.
+    version: int = 0
 
     def __repr__(self) -> str:  # never show the secret, even in a traceback
         return f"ApiKey({self.label})"

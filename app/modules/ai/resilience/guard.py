@@ -31,7 +31,7 @@ from typing import TypeVar
 from app.core.clock import Clock
 from app.core.resilience.bounds import Bound, CallBounds
 from app.core.resilience.breaker import AsyncCircuitBreaker, Ticket
-from app.core.resilience.ratelimit import RateLimiter, Unlimited
+from app.core.resilience.ratelimit import Limiter
 from app.core.settings import ProviderName, ProviderSettings
 from app.modules.ai.domain import Attempt, AttemptOutcome, CompletionRequest, ProviderReply
 from app.modules.ai.errors import FailureKind, ProviderError
@@ -86,7 +86,8 @@ class GuardParts:
     timeout: TimeoutPolicy
     backoff: BackoffPolicy
     retry_budget: RetryBudget
-    key_limiters: tuple[RateLimiter | Unlimited, ...]
+    # One per key, in key order: in this process, or on Redis (shared_limits).
+    key_limiters: tuple[Limiter, ...]
     stats: ProviderStats
     pool_wait_s: float = DEFAULT_POOL_WAIT_S
 
@@ -309,8 +310,8 @@ class GuardedProvider:
         if ticket is None:
             raise ProviderSkipped("circuit_open", self.breaker.open_remaining_s() or None)
         try:
-            key = self._pick_key(tokens)
-        except ProviderSkipped:
+            key = await self._pick_key(tokens)
+        except BaseException:  # skipped, or cancelled while a shared limiter asked Redis
             self.breaker.release(ticket)
             raise
         started = self._clock.monotonic()
@@ -383,8 +384,9 @@ class GuardedProvider:
             self.keys.retire(key)
         self._metrics.attempt(self.name.value, model, error.kind.value, elapsed)
 
-    def _pick_key(self, tokens: int) -> ApiKey:
-        """The next key that is free and under its own rate limit."""
+    async def _pick_key(self, tokens: int) -> ApiKey:
+        """The next key that is free and under its own rate limits and daily quota (counted
+        on Redis when it is shared: one script per key tried)."""
         limited: set[int] = set()
         soonest: float | None = None
         while True:
@@ -393,7 +395,7 @@ class GuardedProvider:
                 if limited:
                     raise ProviderSkipped("rate_limited_locally", soonest)
                 raise ProviderSkipped("no_key_available", self.keys.wake_in())
-            wait = self._limiters[key.index].try_acquire(tokens)
+            wait = await self._limiters[key.index].acquire(tokens)
             if wait == 0:
                 return key
             limited.add(key.index)
