@@ -207,8 +207,10 @@ async def test_a_callers_rpm_holds_across_two_replicas(pair: Pair) -> None:
 async def test_while_redis_is_away_each_replica_allows_only_its_share(
     server: RedisServer,
 ) -> None:
-    """Two replicas seen alive, rpm 10 and 20 requests a day of which 8 were used: with
-    Redis stopped each allows 10/2 per minute and (20 - 8)/2 more today, counted locally."""
+    """Two replicas seen alive, rpm 10 and 20 requests a day: each used 4 through Redis
+    (8 of the day), then Redis stops. Each replica's minute share is 10/2 less what Redis
+    granted it in that minute, and its day share is half of what it saw left: together they
+    stay under both limits."""
     replicas = Pair(server.url)
     clock = ManualClock()
     try:
@@ -219,19 +221,41 @@ async def test_while_redis_is_away_each_replica_allows_only_its_share(
         assert a.quota_usage() == (7.0, 20.0)  # the last count `a` saw
         assert b.quota_usage() == (8.0, 20.0)
         server.stop()
-        # The minute's share: 5 each (their buckets are local, and full).
-        assert [await a.acquire(0) == 0 for _ in range(6)] == [True] * 5 + [False]
-        assert [await b.acquire(0) == 0 for _ in range(6)] == [True] * 5 + [False]
+        # The minute's share is 5 each, of which Redis granted each 4 already.
+        assert [await a.acquire(0) == 0 for _ in range(3)] == [True, False, False]
+        assert [await b.acquire(0) == 0 for _ in range(3)] == [True, False, False]
         assert not replicas.a.up
         assert not replicas.b.up
-        # The day's share of what was left: a saw 7 used, (20 - 7)/2 = 6.5, so 6 in all;
-        # b saw 8, (20 - 8)/2 = 6.
+        # A minute later the minute's share is whole again (5), and the day's share limits:
+        # a saw 7 used, (20 - 7)/2 = 6.5, so 6 in all; b saw 8, (20 - 8)/2 = 6.
         clock.advance(60)
-        assert sum([await a.acquire(0) == 0 for _ in range(5)]) == 1
+        assert sum([await a.acquire(0) == 0 for _ in range(8)]) == 5
+        assert sum([await b.acquire(0) == 0 for _ in range(8)]) == 5
         clock.advance(60)
-        assert sum([await b.acquire(0) == 0 for _ in range(5)]) == 1
-        assert (await a.acquire(0)) > 3600  # the share is spent: until the day ends
-        assert a.quota_usage() == (13.0, 20.0)  # 7 seen + 6 counted here
+        assert (await a.acquire(0)) > 3600  # the day's share is spent: until the day ends
+        assert (await b.acquire(0)) > 3600
+        used_a, used_b = a.quota_usage(), b.quota_usage()
+        assert used_a == (13.0, 20.0)  # 7 seen + 6 counted here
+        assert used_b == (14.0, 20.0)  # 8 seen + 6: 8 + 6 + 6 = 20 in the fleet
+    finally:
+        await replicas.aclose()
+
+
+async def test_a_replica_that_used_more_than_its_share_waits_when_redis_goes(
+    server: RedisServer,
+) -> None:
+    """The other replica was idle, so `a` took 8 of the 10 rpm through Redis: cut off, its
+    share (5) is overdrawn by 3 and it sends nothing until its bucket refills past zero."""
+    replicas = Pair(server.url)
+    clock = ManualClock()
+    try:
+        await replicas.beat()
+        a, _ = _limiters(replicas, clock, rpm=10)
+        assert all([await a.acquire(0) == 0 for _ in range(8)])
+        server.stop()
+        assert await a.acquire(0) == pytest.approx(48.0)  # (3 + 1) requests at 5 a minute
+        clock.advance(48)
+        assert [await a.acquire(0) == 0 for _ in range(2)] == [True, False]
     finally:
         await replicas.aclose()
 

@@ -58,6 +58,12 @@ class TokenBucket:
     def take(self, amount: float) -> None:
         self._level -= min(amount, self._capacity)
 
+    def debit(self, amount: float) -> None:
+        """Take `amount` whether or not it is there (the level may go below zero): units
+        spent elsewhere, e.g. granted by the shared limit, that this bucket must know of."""
+        self._refill()
+        self.take(amount)
+
 
 def day_of(clock: Clock, tz: tzinfo) -> tuple[str, float]:
     """Today's date in `tz` (ISO, e.g. '2026-03-10') and the seconds until it ends, computed
@@ -162,6 +168,14 @@ class RateLimiter:
     async def acquire(self, tokens: int) -> float:
         """`try_acquire` for callers that also take a shared limiter: no I/O here."""
         return self.try_acquire(tokens)
+
+    def debit(self, tokens: int) -> None:
+        """One request and `tokens` tokens granted elsewhere, taken from the per-minute
+        buckets unchecked (not from the daily quota)."""
+        if self._requests is not None:
+            self._requests.debit(1)
+        if self._tokens is not None:
+            self._tokens.debit(tokens)
 
     def quota_usage(self) -> tuple[float, float] | None:
         return None if self._quota is None else self._quota.usage()

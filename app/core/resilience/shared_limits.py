@@ -15,11 +15,14 @@ What stays local (no Redis call the hot path could answer from memory):
 
 When Redis is slow or gone (`SharedStateDown`, or `SharedState.up` false): each replica
 counts locally with its share of every limit, the limit divided by the replicas it last saw
-alive (`SharedState.live_replicas`); a daily quota's share is of what was left when Redis
-was last seen. So N replicas cut off together still stay under the provider's limit,
-give or take one share's burst in the minute Redis went away. When Redis is back, each
-replica raises today's shared count to at least what it counted (a Redis that restarted
-empty does not hand out a spent quota again).
+alive (`SharedState.live_replicas`). The share's per-minute buckets are kept all along and
+every request Redis granted this replica is taken from them too, so a replica that just
+used its share through Redis has nothing left locally: blips of a loaded Redis do not add a
+fresh burst each. A daily quota's share is of what was left when Redis was last seen. So N
+replicas cut off together stay under the provider's limit (a replica that had used more
+than its share waits until its bucket is back above zero). When Redis is back, each replica
+raises today's shared count to at least what it counted (a Redis that restarted empty does
+not hand out a spent quota again).
 """
 
 from __future__ import annotations
@@ -147,8 +150,11 @@ class SharedLimiter:
         # Today's count as last seen on Redis, plus what was taken locally while it was away.
         self._used = 0.0
         self._used_day = ""
-        self._fallback: RateLimiter | None = None
-        self._fallback_share = 0
+        # This replica's share: per-minute buckets kept all along (debited by what Redis
+        # grants us), and the day's share made when Redis is lost.
+        self._buckets: RateLimiter | None = None
+        self._buckets_share = 0
+        self._quota_share: DailyQuota | None = None
 
     def day_key(self, day: str) -> str:
         return f"{self._base}:d:{day}"
@@ -182,11 +188,13 @@ class SharedLimiter:
             )
         except SharedStateDown:
             return self._local(tokens)
-        self._fallback = None  # the next outage starts from a fresh share
+        self._quota_share = None  # the next outage starts from the count seen then
         code, wait_ms, used, request_wait_ms = (int(part) for part in result)
         if self._rpd:
             self.note_used(day, used)
         if code == 0:
+            if self._rpm or self._tpm:
+                self._share().debit(tokens)
             return 0.0
         if request_wait_ms > 0:
             self._blocked_until = self._clock.monotonic() + request_wait_ms / 1000
@@ -209,26 +217,37 @@ class SharedLimiter:
         label, _ = self._day.current()
         return (self._used if self._used_day == label else 0.0), float(self._rpd)
 
-    def _local(self, tokens: int) -> float:
-        """Redis is away: this replica's share of each limit, counted here."""
+    def _share(self) -> RateLimiter:
+        """This replica's share of the per-minute limits (remade, full, when the number of
+        live replicas changes)."""
         share = max(1, self._shared.live_replicas)
-        if self._fallback is None or self._fallback_share != share:
-            label, _ = self._day.current()
-            seen = self._used if self._used_day == label else 0.0
-            quota = (
-                DailyQuota(self._rpd / share, self._clock, self._owner.tz, used=seen / share)
-                if self._rpd
-                else None
-            )
-            self._fallback = RateLimiter(
+        if self._buckets is None or self._buckets_share != share:
+            self._buckets = RateLimiter(
                 self._clock,
                 rpm=self._rpm / share if self._rpm else None,
                 tpm=self._tpm / share if self._tpm else None,
-                quota=quota,
             )
-            self._fallback_share = share
-        wait = self._fallback.try_acquire(tokens)
-        if wait == 0 and self._rpd:
+            self._buckets_share = share
+        return self._buckets
+
+    def _local(self, tokens: int) -> float:
+        """Redis is away: this replica's share of each limit, counted here."""
+        buckets = self._share()
+        quota = None
+        if self._rpd:
+            label, _ = self._day.current()
+            if self._quota_share is None:
+                seen = self._used if self._used_day == label else 0.0
+                share = self._buckets_share
+                self._quota_share = DailyQuota(
+                    self._rpd / share, self._clock, self._owner.tz, used=seen / share
+                )
+            quota = self._quota_share
+        if quota is not None and (day_wait := quota.wait()) > 0:
+            return day_wait  # the day's share is spent; the minute's is left untouched
+        wait = buckets.try_acquire(tokens)
+        if wait == 0 and quota is not None:
+            quota.take()
             label, _ = self._day.current()
             if self._used_day != label:
                 self._used, self._used_day = 0.0, label
