@@ -245,6 +245,9 @@ class RedisBudgets:
                 self._journal_settle(reservation, 0)
                 reservation.id = random_hex()[:20]
                 self._lost("reserve")
+            except asyncio.CancelledError:  # the caller went away: release it if Redis held it
+                self._journal_settle(reservation, 0)
+                raise
             else:
                 if verdict is not None:
                     return verdict
@@ -506,6 +509,9 @@ class RedisBudgets:
         return True
 
     async def _seed_once(self, key: str) -> str:
+        present = await self._shared.call("HGET", key, "seed")
+        if present:  # seeded already (the usual case): no ledger read at all
+            return _text(present)
         period = DAY if ":d:" in key else MONTH
         now_ms = self._now_ms()
         cut_ms = now_ms - self._lag_ms
