@@ -204,6 +204,8 @@ async def test_a_settle_whose_answer_was_lost_counts_once(
     with paused(server):
         await a.store.flush()  # sent, then the answer timed out: unknown whether it counted
         assert not a.store.synced
+    await asyncio.sleep(0.2)
+    assert nano(await pair.hash(*TODAY), "s:openai") == int(0.3 * NANO)  # it did count
     await a.shared.beat()  # Redis answers again: on_up reconciles, resending the settle
     for _ in range(100):
         if a.store.synced:
@@ -403,3 +405,27 @@ async def test_a_call_reserved_on_redis_and_settled_while_it_is_away_is_booked_o
     await a.store.sync()
     today = await pair.hash(*TODAY)
     assert (nano(today, "s:openai"), nano(today, "r:openai")) == (int(0.3 * NANO), 0)
+
+
+async def test_a_reservation_whose_answer_was_lost_holds_nothing_once_redis_is_back(
+    server: RedisServer, pair: Cluster
+) -> None:
+    """Redis paused mid-reserve: the script runs when it resumes, after the replica gave up
+    on the answer (and refused the call: the loss is not confirmed yet). Reconciliation
+    releases that orphan hold instead of leaving it until its lease ends."""
+    a = pair.replica("a")
+    await a.store.sync()
+    warm = await a.store.acquire(OA, "alice", 0.1, lease_s=30)  # the script is loaded
+    assert isinstance(warm, Reservation)
+    a.store.settle(warm, 0)
+    await a.store.flush()
+    with paused(server):
+        refused = await a.store.acquire(OA, "alice", 0.4, lease_s=30)
+        assert refused == Blocked("openai", HELD_RETRY_AFTER_S, held=True, period=DAY)
+    await asyncio.sleep(0.2)
+    assert nano(await pair.hash(*TODAY), "r:openai") == int(0.4 * NANO)  # it did run
+    await a.shared.beat()
+    await a.store.sync()
+    today = await pair.hash(*TODAY)
+    assert (nano(today, "r:openai"), nano(today, "s:openai")) == (0, 0)
+    assert isinstance(await a.store.acquire(OA, "alice", 1.0, lease_s=30), Reservation)
