@@ -15,12 +15,18 @@ from typing import Any
 import pytest
 from litestar.testing import AsyncTestClient
 
-from app.core.settings import GroqSettings, Settings
+from app.core.settings import GroqSettings
 from app.main import create_app
 from app.modules.ai.providers.keys import key_id
 from tests.support.client import gateway_client
 from tests.support.redis import RedisServer, needs_redis
-from tests.support.sandbox import GROQ_KEYS, Sandbox, fresh_database_url, sandbox_settings
+from tests.support.sandbox import (
+    GEMINI_KEY,
+    GROQ_KEYS,
+    Sandbox,
+    fresh_database_url,
+    sandbox_settings,
+)
 
 Client = AsyncTestClient[Any]
 
@@ -59,21 +65,8 @@ async def test_a_key_at_its_daily_quota_is_skipped_and_the_gauge_says_so(
     assert _ratio(after, GROQ_KEYS[0]) == 1.0
     assert _ratio(after, GROQ_KEYS[1]) == 1.0
     assert GROQ_KEYS[0] not in after
-
-
-def test_without_a_quota_there_is_no_usage_series() -> None:
-    """No <P>_RPD_PER_KEY: nothing to divide by, so no series (an alert on > 0.9 stays
-    silent rather than wrong)."""
-    metrics = _scrape(Settings(groq=GroqSettings(api_keys=GROQ_KEYS, base_url="http://x")))
-    assert "ai_provider_key_usage_ratio{" not in metrics
-
-
-def _scrape(settings: Settings) -> str:
-    async def scrape() -> str:
-        async with gateway_client(create_app(settings)) as client:
-            return (await client.get("/metrics")).text
-
-    return asyncio.run(scrape())
+    # Gemini has no quota: nothing to divide by, so no series (not a ratio of 0).
+    assert 'ai_provider_key_usage_ratio{key_id="' + key_id(GEMINI_KEY) not in after
 
 
 # -- two replicas, one Redis --------------------------------------------------------------
@@ -167,3 +160,33 @@ async def test_a_key_rested_by_a_429_on_one_replica_is_not_used_by_the_other(
     assert sandbox.stats()["groq"]["by_key"] == {"gsk-sandbox-1": 1, "gsk-sandbox-2": 5}
     groq = next(p for p in report["providers"] if p["provider"] == "groq")
     assert [k["state"] for k in groq["keys"]] == ["resting", "active"]
+
+
+@needs_redis
+async def test_with_redis_gone_a_replica_sends_only_its_share_and_stays_ready(
+    sandbox: Sandbox,
+) -> None:
+    """Two replicas alive, one Groq key at 4 rpm: replica a sends 2 through Redis, its share
+    (4/2). Then Redis stops: a does not send a third (one process alone would send 4), it
+    fails over; and /health/ready stays 200."""
+    server = RedisServer().start()
+    try:
+        replicas = Replicas(sandbox, server.url, groq=_groq(sandbox, GROQ_KEYS[:1], rpm_per_key=4))
+        async with replicas as (a, _):
+            for _ in range(40):  # a's next heartbeat sees b
+                report = (await a.get("/health/ai-providers")).json()
+                if report.get("shared_replicas") == 2:
+                    break
+                await asyncio.sleep(0.1)
+            before = [(await _ask(a)).json()["provider"] for _ in range(2)]
+            server.stop()
+            after = [await _ask(a) for _ in range(2)]
+            ready = await a.get("/health/ready")
+    finally:
+        server.stop()
+    assert before == ["groq", "groq"]
+    assert sandbox.completions("groq") == 2
+    assert {r.status_code for r in after} <= {200, 503}
+    for response in after:
+        assert response.json()["attempts"][0]["error_type"] == "rate_limited_locally"
+    assert ready.status_code == 200

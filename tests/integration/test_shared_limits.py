@@ -260,6 +260,28 @@ async def test_a_replica_that_used_more_than_its_share_waits_when_redis_goes(
         await replicas.aclose()
 
 
+async def test_a_share_shrinks_with_a_new_replica_and_keeps_what_was_used(
+    server: RedisServer,
+) -> None:
+    """rpm 12 between two replicas: `a` used 3 of its 6. A third replica arrives, the
+    share is 4 and still half used, so cut off from Redis `a` sends 2 more, not 4."""
+    replicas = Pair(server.url)
+    clock = ManualClock()
+    third = SharedState(server.url, prefix=replicas.a.prefix, replica_id="c")
+    try:
+        await replicas.beat()
+        a, _ = _limiters(replicas, clock, rpm=12)
+        assert all([await a.acquire(0) == 0 for _ in range(3)])
+        await third.beat()
+        await replicas.a.beat()
+        assert replicas.a.live_replicas == 3
+        server.stop()
+        assert [await a.acquire(0) == 0 for _ in range(3)] == [True, True, False]
+    finally:
+        await third.aclose()
+        await replicas.aclose()
+
+
 async def test_a_redis_back_empty_gets_todays_count_back(server: RedisServer) -> None:
     """Redis restarts empty: the replica that saw (and counted) 5 requests today raises the
     shared count to 5 when it is reached again, so the quota is not handed out twice."""

@@ -64,6 +64,15 @@ class TokenBucket:
         self._refill()
         self.take(amount)
 
+    def fill(self) -> float:
+        """How full the bucket is now, as a share of its capacity (below 0 when overdrawn)."""
+        self._refill()
+        return self._level / self._capacity
+
+    def set_fill(self, fraction: float) -> None:
+        self._refill()
+        self._level = min(1.0, fraction) * self._capacity
+
 
 def day_of(clock: Clock, tz: tzinfo) -> tuple[str, float]:
     """Today's date in `tz` (ISO, e.g. '2026-03-10') and the seconds until it ends, computed
@@ -176,6 +185,13 @@ class RateLimiter:
             self._requests.debit(1)
         if self._tokens is not None:
             self._tokens.debit(tokens)
+
+    def fill_like(self, other: RateLimiter) -> None:
+        """Make each per-minute bucket as full as `other`'s (the same limits rescaled: a
+        replica's share when the number of replicas changes keeps what it used)."""
+        for mine, theirs in ((self._requests, other._requests), (self._tokens, other._tokens)):
+            if mine is not None and theirs is not None:
+                mine.set_fill(theirs.fill())
 
     def quota_usage(self) -> tuple[float, float] | None:
         return None if self._quota is None else self._quota.usage()

@@ -218,16 +218,18 @@ class SharedLimiter:
         return (self._used if self._used_day == label else 0.0), float(self._rpd)
 
     def _share(self) -> RateLimiter:
-        """This replica's share of the per-minute limits (remade, full, when the number of
-        live replicas changes)."""
+        """This replica's share of the per-minute limits, remade when the number of live
+        replicas changes, as full (or overdrawn) as it was."""
         share = max(1, self._shared.live_replicas)
         if self._buckets is None or self._buckets_share != share:
-            self._buckets = RateLimiter(
+            buckets = RateLimiter(
                 self._clock,
                 rpm=self._rpm / share if self._rpm else None,
                 tpm=self._tpm / share if self._tpm else None,
             )
-            self._buckets_share = share
+            if self._buckets is not None:
+                buckets.fill_like(self._buckets)
+            self._buckets, self._buckets_share = buckets, share
         return self._buckets
 
     def _local(self, tokens: int) -> float:
