@@ -7,17 +7,25 @@ told again."""
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import SecretStr
 
 from app.core.clock import ManualClock
 from app.core.shared import SharedState
-from app.modules.ai.providers.keys import KeyState
-from app.modules.ai.providers.shared_keys import KeySync, SharedKeyPool, SharedKeyState
+from app.modules.ai.providers.keys import KeyState, key_id
+from app.modules.ai.providers.shared_keys import (
+    MAX_REST_S,
+    KeySync,
+    SharedKeyPool,
+    SharedKeyState,
+)
 from tests.support.redis import RedisServer, needs_redis
 
 pytestmark = needs_redis
@@ -172,3 +180,35 @@ async def test_a_redis_back_empty_is_told_the_key_states_again(
     await a.shared.beat()  # back: a writes what it knows
     c = await cluster.replica("c")
     await _within(2.0, lambda: c.pool.state(next(iter(c.pool))) is KeyState.RETIRED)
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=4), inner),
+    max_leaves=10,
+)
+_NUMBERS = st.integers(min_value=-(2**70), max_value=2**70) | st.floats() | st.text(max_size=8)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    raw=st.binary(max_size=200)
+    | _JSON.map(json.dumps)
+    | st.fixed_dictionaries(
+        {"p": st.just("groq"), "k": st.sampled_from([key_id(k.get_secret_value()) for k in KEYS])},
+        optional={"v": _NUMBERS, "r": _NUMBERS, "x": _NUMBERS, "a": _NUMBERS},
+    ).map(lambda message: json.dumps(message, allow_nan=True))
+)
+def test_a_hostile_message_never_raises_nor_rests_a_key_past_a_day(raw: str | bytes) -> None:
+    """Whatever arrives on the channel (garbage, other JSON, a state with absurd numbers):
+    no exception, a rest of a day at most, and no version Redis could not have made (one
+    would shadow every later change)."""
+    clock = ManualClock()
+    sync = KeySync(SharedState("redis://127.0.0.1:1/0", prefix="t:"), clock)
+    pool = sync.pool("groq", list(KEYS))
+    sync._on_message(raw)
+    for key in pool:
+        assert key.resting_until <= clock.monotonic() + MAX_REST_S
+        assert 0 <= key.version < 2**53
+        if key.retired_at is not None:
+            assert key.disabled

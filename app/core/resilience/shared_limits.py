@@ -203,12 +203,15 @@ class SharedLimiter:
         return wait_ms / 1000
 
     def note_used(self, day: str, used: int) -> None:
-        """Today's count as Redis has it (from a script or the key-state poll)."""
+        """Today's count as Redis has it (from a script or the key-state poll). Never below
+        what this replica counted itself: requests it granted while Redis was away are not
+        on Redis until `reconcile` writes them."""
         label, left = self._day.current()
         if day != label:
             return
-        self._used, self._used_day = float(used), day
-        if self._rpd and used >= self._rpd:
+        seen = self._used if self._used_day == day else 0.0
+        self._used, self._used_day = max(float(used), seen), day
+        if self._rpd and self._used >= self._rpd:
             self._exhausted_until = self._clock.monotonic() + left
 
     def quota_usage(self) -> tuple[float, float] | None:

@@ -44,11 +44,16 @@ KEY_SYNC_POLL_S = 1.0
 RESUBSCRIBE_S = 0.5
 # A key's shared state is forgotten a week after its last change (rotated-out keys).
 _STATE_TTL_MS = 7 * 24 * 3600 * 1000
-# A rest that extends the local one by less than this is not written again (a 429 storm
-# on one key is one write, not one per refused call).
-_REST_SLACK_S = 0.25
+# A rest that extends a rest already in force by less than this is not written again (a
+# 429 storm on one key is a write a second at most, not one per refused call).
+_REST_SLACK_S = 1.0
 
 Op = Literal["rest", "retire", "restore"]
+
+# Bounds on what a state read or heard may say (see `_state`).
+MAX_REST_S = 24 * 3600.0
+_MAX_VERSION = 2**53  # Redis' microseconds stay below this (exact in Lua's doubles)
+_MAX_AT_MS = 4_102_444_800_000  # 2100-01-01
 
 # KEYS: the key's state hash. ARGV: op, rest ms, provider, key id, channel, time to live ms.
 # Merges the change (a rest only ever extends; a retirement keeps its first refusal time),
@@ -131,9 +136,10 @@ class SharedKeyPool(KeyPool):
         return self._by_id.get(key_id)
 
     def rest(self, key: ApiKey, seconds: float) -> None:
+        now = self._clock.monotonic()
         before = key.resting_until
         super().rest(key, seconds)
-        if key.resting_until > max(before, self._clock.monotonic()) + _REST_SLACK_S:
+        if before <= now or key.resting_until > before + _REST_SLACK_S:
             self._sync.push(self, key, "rest", seconds)
 
     def retire(self, key: ApiKey) -> None:
@@ -262,8 +268,13 @@ class KeySync:
                 [len(keys)],
             )
             for key, row, limiter, day in zip(keys, rows, usage, days, strict=True):
-                version, rest_ms, retired, at_ms, used = (int(part) for part in row)
-                pool.apply(key, _state(version, rest_ms, retired, at_ms))
+                try:
+                    version, rest_ms, retired, at_ms, used = (int(part) for part in row)
+                    state = _state(version, rest_ms, retired, at_ms)
+                except (ValueError, TypeError, OverflowError):
+                    log.warning("ignored a malformed key state key_id=%s", key.id)
+                    continue
+                pool.apply(key, state)
                 if limiter is not None and day is not None:
                     limiter.note_used(day[0], used)
 
@@ -331,7 +342,7 @@ class KeySync:
             pool = self._pools.get(str(data["p"]))
             key = None if pool is None else pool.key(str(data["k"]))
             state = _state(int(data["v"]), int(data["r"]), int(data["x"]), int(data["a"]))
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, OverflowError, RecursionError):
             log.warning("ignored a malformed key state message")
             return
         if pool is not None and key is not None:
@@ -339,9 +350,15 @@ class KeySync:
 
 
 def _state(version: int, rest_ms: int, retired: int, at_ms: int) -> SharedKeyState:
+    """A key state from Redis' numbers, bounded: a version Redis could not have made is
+    refused (it would shadow every later change), a rest is at most `MAX_REST_S`, and a
+    refusal time outside 1970..2100 is dropped."""
+    if not 0 <= version < _MAX_VERSION:
+        raise ValueError("version out of range")
+    refused = retired and 0 < at_ms < _MAX_AT_MS
     return SharedKeyState(
         version=version,
-        rest_s=rest_ms / 1000,
+        rest_s=min(max(rest_ms, 0) / 1000, MAX_REST_S),
         retired=bool(retired),
-        retired_at=datetime.fromtimestamp(at_ms / 1000, UTC) if retired and at_ms else None,
+        retired_at=datetime.fromtimestamp(at_ms / 1000, UTC) if refused else None,
     )
