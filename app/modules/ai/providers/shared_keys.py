@@ -322,11 +322,12 @@ class KeySync:
                     message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=None)
                     if message is not None and message.get("type") == "message":
                         self._on_message(message["data"])
-            except (RedisError, OSError, TimeoutError) as exc:
+            # RuntimeError: under uvloop, writing to a connection the peer reset raises it.
+            except (RedisError, OSError, TimeoutError, RuntimeError) as exc:
                 self.subscribed.clear()
                 log.debug("key state subscription lost: %s", type(exc).__name__)
             finally:
-                with contextlib.suppress(RedisError, OSError, TimeoutError):
+                with contextlib.suppress(RedisError, OSError, TimeoutError, RuntimeError):
                     await pubsub.aclose()  # type: ignore[no-untyped-call]
             await asyncio.sleep(RESUBSCRIBE_S)
 
