@@ -106,7 +106,8 @@ class SharedState:
         try:
             async with asyncio.timeout(self.timeout_s):
                 result = await script(keys=list(keys), args=list(args), client=self._client)
-        except (RedisError, OSError, TimeoutError) as exc:
+        # RuntimeError: under uvloop, a pooled connection the peer reset raises it on write.
+        except (RedisError, OSError, TimeoutError, RuntimeError) as exc:
             self._down(exc)
             raise SharedStateDown(type(exc).__name__) from None
         if not self.up:
@@ -118,7 +119,7 @@ class SharedState:
         try:
             async with asyncio.timeout(self.timeout_s):
                 result = await self._client.execute_command(command, *args)  # type: ignore[no-untyped-call]
-        except (RedisError, OSError, TimeoutError) as exc:
+        except (RedisError, OSError, TimeoutError, RuntimeError) as exc:
             self._down(exc)
             raise SharedStateDown(type(exc).__name__) from None
         if not self.up:
