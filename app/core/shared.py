@@ -75,7 +75,11 @@ class SharedState:
         self._heartbeat_s = heartbeat_s
         self._client: redis.Redis = redis.Redis.from_url(
             url,
-            socket_timeout=timeout_s,
+            # No socket_timeout: redis-py then writes through asyncio.wait_for, which on
+            # Python 3.11 can swallow a cancellation that lands as the write completes (a
+            # caller gone mid-call would not stop). `run` and `call` bound every operation
+            # with asyncio.timeout instead; redis-py drops a connection cut mid-command.
+            socket_timeout=None,
             socket_connect_timeout=max(timeout_s, 0.2),
             retry=Retry(NoBackoff(), 0),
             health_check_interval=0,
@@ -169,9 +173,9 @@ class SharedState:
 
     async def aclose(self) -> None:
         if self._ticker is not None:
-            self._ticker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._ticker
+            while not self._ticker.done():  # a cancellation redis-py swallowed is sent again
+                self._ticker.cancel()
+                await asyncio.wait({self._ticker}, timeout=0.1)
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         with contextlib.suppress(RedisError, OSError):

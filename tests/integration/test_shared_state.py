@@ -103,3 +103,28 @@ async def test_replicas_are_counted_by_expiring_heartbeats(server: RedisServer) 
         assert a.live_replicas == 1
     finally:
         await a.aclose()
+
+
+async def test_a_caller_cancelled_mid_call_is_cancelled(server: RedisServer) -> None:
+    """A request whose caller went away stops at once, even inside a Redis call: none of these
+    cancellations may be swallowed (redis-py's socket timeout path did swallow some)."""
+    state = SharedState(server.url, prefix="t:")
+    incr = state.script(INCR)
+    try:
+        await state.run(incr, [state.key("n")], [1])
+        finished_normally = 0
+        for _ in range(200):
+            task = asyncio.create_task(state.run(incr, [state.key("n")], [1]))
+            await asyncio.sleep(0)  # the command is on its way
+            task.cancel()
+            try:
+                await task
+                finished_normally += 1
+            except asyncio.CancelledError:
+                pass
+            except SharedStateDown:
+                pass
+        assert finished_normally == 0
+        assert await state.run(incr, [state.key("n")], [0]) >= 1  # the pool still works
+    finally:
+        await state.aclose()
