@@ -80,6 +80,9 @@ LEASE_MARGIN_S = 5.0
 JOURNAL_SLACK_S = 10.0
 # Settles per script call when the journal is sent.
 BATCH = 200
+# Reconciliation rounds (hold, send, refresh) before Redis decides again even if calls keep
+# coming in meanwhile.
+SYNC_ROUNDS = 5
 # A period's hash lives this long after the period ended.
 KEEP_AFTER_PERIOD_S = 3 * 86400
 
@@ -548,7 +551,7 @@ class RedisBudgets:
         try:
             await self._refresh(day_key, month_key)
             async with self._send_lock:
-                while True:
+                for _ in range(SYNC_ROUNDS):
                     waiting = [r for r in self._open.values() if not r.in_redis]
                     if waiting:
                         await self._hold(waiting, day_key, month_key)
@@ -558,14 +561,20 @@ class RedisBudgets:
                     await self._refresh(day_key, month_key)
                     if self._sent == self._seq and all(r.in_redis for r in self._open.values()):
                         break
-                # Nothing awaited from the check to here: no settle or local reservation
-                # can slip in between.
+                # Nothing awaited from the last check to here: no settle or local reservation
+                # slips in between. Under load that never lets the check pass, what is left
+                # is sent by the sender and held by a task: a hold may then come after its
+                # own settle and stay until its lease ends (too much held, never too little).
+                left = [r for r in self._open.values() if not r.in_redis]
                 was = self._outage
                 self._outage = None
                 self._lost_at = None
                 self._synced = True
+                self._wake.set()
         finally:
             self._syncing = False
+        if left:
+            await self._hold(left, day_key, month_key)
         if was is not None:
             log.warning("budgets: shared state reconciled; Redis decides again")
 
