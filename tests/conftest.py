@@ -10,8 +10,22 @@ import pytest
 from tests.support.client import CALLER, CALLER_KEY
 from tests.support.sandbox import Sandbox, fresh_database_url, start_sandbox
 
-_PREFIXES = ("GROQ_", "GEMINI_", "AZURE_OPENAI_", "OPENAI_", "AI_", "GATEWAY_", "DAILY_BUDGET_")
-_NAMES = {"HOST", "PORT", "LOG_LEVEL", "DATABASE_URL"}
+_PREFIXES = (
+    "GROQ_",
+    "GEMINI_",
+    "AZURE_OPENAI_",
+    "OPENAI_",
+    "AI_",
+    "GATEWAY_",
+    "DAILY_BUDGET_",
+    "MONTHLY_BUDGET_",
+    "BUDGET_",
+    "REDIS_",
+    "LEDGER_",
+    "HTTP_",
+    "LITERATURE_",
+)
+_NAMES = {"HOST", "PORT", "LOG_LEVEL", "DATABASE_URL", "WORKERS", "METRICS_PORT_BASE"}
 
 
 @pytest.fixture(autouse=True)
