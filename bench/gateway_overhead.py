@@ -6,11 +6,14 @@ other, then measures at the same fixed rates, in the same run:
 
 - baseline: straight to the sandbox's Groq chat/completions;
 - gateway: the gateway's /v1/chat/completions, which goes to that same Groq endpoint;
+- shared: the same gateway with `REDIS_URL` (budgets, key and caller limits, breakers and
+  cache on a redis-server of the benchmark's own, on the load core), on the gateway's core;
 - bare hop: a bare Litestar + httpx hop (`bench.bare_hop`) on the gateway's core, the floor
   any Python gateway of this stack pays on this machine.
 
 The difference at each percentile is what a caller pays for the hop. A closed-loop step
-then finds peak throughput of each. See bench/README.md for the method and how to read it.
+then finds peak throughput of each, and of the shared gateway with two workers (both cores)
+against one. See bench/README.md for the method and how to read it.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ import contextlib
 import json
 import os
 import platform
+import re
+import subprocess
 import sys
 import tempfile
 import time
@@ -40,17 +45,25 @@ from bench.report import (
     Run,
     added,
     checks_table,
-    cpu_per_request_s,
     hop_added,
     ms,
     noise_note,
     open_loop_table,
     overhead_table,
+    peak_of,
     peak_table,
+    table,
+    verdict,
 )
 from bench.services import Memory, Service
 
 OVERHEAD_METRIC = "ai_gateway_overhead_seconds"
+SHARED_UP_METRIC = "ai_shared_state_up"
+# What app.core.shared logs each time a process loses Redis (an operation over its timeout).
+REDIS_LOST_LOG = "shared state (Redis) unreachable"
+GATEWAY = "gateway"
+SHARED = "gateway (REDIS_URL)"
+WORKERS2 = "gateway 2 workers (REDIS_URL)"
 HOP = "bare Litestar hop"
 PROMPT = "Summarise the main finding of this abstract in one sentence: results were robust."
 # The team's targets (see bench/README.md).
@@ -59,6 +72,9 @@ TARGET_ADDED_P50_S = 0.002
 TARGET_ADDED_P99_S = 0.010
 TARGET_RSS_MIB = 200.0
 TARGET_PEAK_SHARE = 0.90
+# The issue's contract for the shared (Redis) mode, against the in-process gateway.
+TARGET_SHARED_PEAK_SHARE = 0.80
+TARGET_SHARED_ADDED_P50_S = 0.0005
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,12 +89,32 @@ class Cores:
     def pinned(self) -> bool:
         return self.service.isdisjoint(self.load)
 
+    @property
+    def both(self) -> set[int]:
+        """For the two-worker gateway: every core the benchmark uses."""
+        return self.service | self.load
+
 
 @dataclass(frozen=True, slots=True)
 class Processes:
     sandbox: Service
     gateway: Service
     hop: Service | None  # the bare Litestar hop, unless --no-reference
+    redis: Service | None = None  # the shared mode's redis-server, unless --no-shared
+    shared: Service | None = None  # the gateway with REDIS_URL, one worker
+
+    @property
+    def redis_pids(self) -> list[int]:
+        return [self.redis.pid] if self.redis is not None else []
+
+
+@dataclass(slots=True)
+class SharedState:
+    """How the shared-mode gateways saw Redis over the run (lost = a timeout or failure)."""
+
+    name: str
+    lost_warnings: int
+    up_at_end: float | None  # ai_shared_state_up summed over workers at the end
 
 
 @dataclass(slots=True)
@@ -89,6 +125,12 @@ class Results:
     memory_open: Memory
     memory_peak: Memory
     gateway_cores: set[int]  # read back from /proc after start, not just what was asked
+    shared_cores: set[int] | None = None
+    workers_cores: set[int] | None = None  # the two-worker gateway, supervisor and workers
+    redis_cores: set[int] | None = None
+    shared_memory: Memory | None = None
+    shared_states: list[SharedState] | None = None
+    shared_skipped: str | None = None  # why the shared rows are missing, if they are
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -108,6 +150,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-requests", type=int, default=20_000, help="hard cap per step")
     parser.add_argument("--pause", type=float, default=0.5, help="quiet seconds between steps")
     parser.add_argument("--no-reference", action="store_true", help="skip the bare Litestar hop")
+    parser.add_argument(
+        "--no-shared",
+        action="store_true",
+        help="skip the shared (REDIS_URL) mode, its Redis and the workers rows",
+    )
+    parser.add_argument(
+        "--no-workers", action="store_true", help="skip the 2-workers against 1 peak row"
+    )
     parser.add_argument("--service-core", type=int, help="core for the gateway (default: first)")
     parser.add_argument("--load-core", type=int, help="core for sandbox + load (default: second)")
     args = parser.parse_args(argv)
@@ -145,13 +195,20 @@ def targets(procs: Processes) -> tuple[Target, Target]:
         chat_body(services.GROQ_FAST_MODEL),
         {**json_header, "authorization": f"Bearer {services.GROQ_KEYS[0]}"},
     )
-    gateway = Target(
-        "gateway",
-        f"{procs.gateway.base_url}/v1/chat/completions",
+    return baseline, gateway_target(GATEWAY, procs.gateway)
+
+
+def gateway_target(name: str, gateway: Service) -> Target:
+    """The gateway's OpenAI-compatible route, with the bench caller's key (auth is on)."""
+    return Target(
+        name,
+        f"{gateway.base_url}/v1/chat/completions",
         chat_body("fast"),
-        {**json_header, "authorization": f"Bearer {services.BENCH_CALLER_KEY}"},
+        {
+            "content-type": "application/json",
+            "authorization": f"Bearer {services.BENCH_CALLER_KEY}",
+        },
     )
-    return baseline, gateway
 
 
 def hop_target(procs: Processes) -> Target | None:
@@ -166,25 +223,73 @@ def hop_target(procs: Processes) -> Target | None:
 
 
 async def start(
-    logs: Path, cores: Cores, latency_ms: float, stack: contextlib.ExitStack, *, hop: bool
+    logs: Path,
+    cores: Cores,
+    latency_ms: float,
+    stack: contextlib.ExitStack,
+    *,
+    hop: bool,
+    shared: bool,
 ) -> Processes:
-    """Sandbox first (the gateway probes its upstreams at start), then the gateway and the
-    bare hop, both on the service core (an idle one costs the other nothing)."""
+    """Sandbox first (the gateway probes its upstreams at start), then Redis on the load
+    core (for the shared mode), then the gateways and the bare hop, all on the service core
+    (an idle one costs the measured one next to nothing)."""
     sandbox = await services.start_sandbox(logs, cores.load)
     stack.callback(services.stop, sandbox)
     await services.set_upstream_latency(sandbox, "groq", latency_ms)
+    redis = shared_gateway = None
+    if shared:
+        redis = await services.start_redis(logs, cores.load)
+        stack.callback(services.stop, redis)
     env = services.gateway_env(sandbox.base_url, logs)
     gateway = await services.start_http_service(
         "gateway", ["-m", "app", "serve"], env, cores.service, logs
     )
     stack.callback(services.stop, gateway)
-    if not hop:
-        return Processes(sandbox, gateway, None)
-    upstream = f"{sandbox.base_url}/groq/openai/v1"
-    argv = ["-m", "bench.bare_hop", "--upstream", upstream, "--model", services.GROQ_FAST_MODEL]
-    bare = await services.start_http_service("bare-hop", argv, os.environ, cores.service, logs)
-    stack.callback(services.stop, bare)
-    return Processes(sandbox, gateway, bare)
+    if redis is not None:
+        env = services.gateway_env(
+            sandbox.base_url,
+            logs,
+            ledger="gateway-shared.db",
+            redis_url=redis.base_url,
+            redis_prefix="bench-1w:",
+        )
+        argv = ["-m", "app", "serve", "--workers", "1"]
+        shared_gateway = await services.start_http_service(
+            "gateway-shared", argv, env, cores.service, logs
+        )
+        stack.callback(services.stop, shared_gateway)
+    bare = None
+    if hop:
+        upstream = f"{sandbox.base_url}/groq/openai/v1"
+        argv = ["-m", "bench.bare_hop", "--upstream", upstream]
+        argv += ["--model", services.GROQ_FAST_MODEL]
+        bare = await services.start_http_service("bare-hop", argv, os.environ, cores.service, logs)
+        stack.callback(services.stop, bare)
+    return Processes(sandbox, gateway, bare, redis, shared_gateway)
+
+
+async def start_workers(
+    logs: Path, cores: Cores, procs: Processes, stack: contextlib.ExitStack
+) -> Service:
+    """The shared-mode gateway with two workers (needs REDIS_URL), allowed on both cores: the
+    kernel places the workers, so they share the load core with the generator and Redis.
+    Its own ledger, Redis prefix and free metrics ports (the default 9464 may be taken)."""
+    assert procs.redis is not None
+    env = services.gateway_env(
+        procs.sandbox.base_url,
+        logs,
+        ledger="gateway-2w.db",
+        redis_url=procs.redis.base_url,
+        redis_prefix="bench-2w:",
+        metrics_port_base=services.free_ports(2),
+    )
+    argv = ["-m", "app", "serve", "--workers", "2"]
+    workers = await services.start_http_service("gateway-2w", argv, env, cores.both, logs)
+    stack.callback(services.stop, workers)
+    await services.wait_workers(workers, 2)
+    services.pin_tree(workers.pid, cores.both)
+    return workers
 
 
 async def sanity_check(session: aiohttp.ClientSession, target: Target, provider: bool) -> None:
@@ -204,63 +309,89 @@ async def sanity_check(session: aiohttp.ClientSession, target: Target, provider:
 
 async def measured(
     target: str,
-    service_pid: int,
+    service_pids: Sequence[int],
     load_pids: Sequence[int],
     load: Callable[[], Awaitable[Samples]],
+    redis_pids: Sequence[int] = (),
 ) -> Run:
-    """Run one step and the CPU each side spent on it, as a share of one core."""
+    """Run one step and the CPU each side spent on it, as a share of one core.
+
+    `service_pids` is the service's process tree (a supervisor and its workers), read once
+    before the step; Redis, when it runs, is counted apart from the load side and from other.
+    """
     started = time.perf_counter()
-    service_before = services.cpu_seconds([service_pid])
+    service_before = services.cpu_seconds(service_pids)
     load_before = services.cpu_seconds(load_pids)
+    redis_before = services.cpu_seconds(redis_pids)
     system_before = services.system_busy_seconds()
     samples = await load()
     wall = time.perf_counter() - started
-    service = services.cpu_seconds([service_pid]) - service_before
+    service = services.cpu_seconds(service_pids) - service_before
     load_cpu = services.cpu_seconds(load_pids) - load_before
-    other = services.system_busy_seconds() - system_before - service - load_cpu
-    return Run(target, samples, service / wall, load_cpu / wall, max(0.0, other) / wall)
+    redis = services.cpu_seconds(redis_pids) - redis_before
+    other = services.system_busy_seconds() - system_before - service - load_cpu - redis
+    return Run(
+        target,
+        samples,
+        service / wall,
+        load_cpu / wall,
+        max(0.0, other) / wall,
+        redis_cpu=redis / wall if redis_pids else None,
+    )
 
 
 async def open_loop_steps(
     args: argparse.Namespace,
     procs: Processes,
-    sessions: tuple[aiohttp.ClientSession, aiohttp.ClientSession, aiohttp.ClientSession],
+    sessions: dict[str, aiohttp.ClientSession],
     admin: aiohttp.ClientSession,
 ) -> list[OpenStep]:
-    """Baseline, gateway and bare hop interleaved at each rate, so drift affects all alike."""
+    """Baseline, gateway, shared gateway and bare hop interleaved at each rate, so drift
+    affects all alike."""
     baseline, gateway = targets(procs)
     hop = hop_target(procs)
-    base_session, gw_session, hop_session = sessions
     limits = Limits(args.timeout, args.max_requests)
-    gw_pid, load_pids = procs.gateway.pid, [procs.sandbox.pid, os.getpid()]
+    load_pids = [procs.sandbox.pid, os.getpid()]
+
+    async def gateway_run(target: Target, service: Service) -> Run:
+        """A gateway's step, with the mean overhead it reports itself over the step."""
+        before = await services.scrape_histogram(admin, service.base_url, OVERHEAD_METRIC)
+        run = await measured(
+            target.name,
+            [service.pid],
+            load_pids,
+            partial(open_loop, sessions[target.name], target, rate, args.duration, limits),
+            procs.redis_pids,
+        )
+        after = await services.scrape_histogram(admin, service.base_url, OVERHEAD_METRIC)
+        return replace(run, overhead_mean_s=after.mean_since(before))
+
     steps = []
     for rate in args.rate_list:
         base_run = await measured(
             baseline.name,
-            gw_pid,
+            [procs.gateway.pid],
             load_pids,
-            partial(open_loop, base_session, baseline, rate, args.duration, limits),
+            partial(open_loop, sessions[baseline.name], baseline, rate, args.duration, limits),
+            procs.redis_pids,
         )
         await asyncio.sleep(args.pause)
-        before = await services.scrape_histogram(admin, procs.gateway.base_url, OVERHEAD_METRIC)
-        gw_run = await measured(
-            gateway.name,
-            gw_pid,
-            load_pids,
-            partial(open_loop, gw_session, gateway, rate, args.duration, limits),
-        )
-        after = await services.scrape_histogram(admin, procs.gateway.base_url, OVERHEAD_METRIC)
-        gw_run = replace(gw_run, overhead_mean_s=after.mean_since(before))
+        gw_run = await gateway_run(gateway, procs.gateway)
+        shared_run = None
+        if procs.shared is not None:
+            await asyncio.sleep(args.pause)
+            shared_run = await gateway_run(gateway_target(SHARED, procs.shared), procs.shared)
         hop_run = None
         if hop is not None and procs.hop is not None:
             await asyncio.sleep(args.pause)
             hop_run = await measured(
                 hop.name,
-                procs.hop.pid,
+                [procs.hop.pid],
                 load_pids,
-                partial(open_loop, hop_session, hop, rate, args.duration, limits),
+                partial(open_loop, sessions[hop.name], hop, rate, args.duration, limits),
+                procs.redis_pids,
             )
-        steps.append(OpenStep(rate, base_run, gw_run, hop_run))
+        steps.append(OpenStep(rate, base_run, gw_run, hop_run, shared_run))
         await asyncio.sleep(args.pause)
     return steps
 
@@ -271,75 +402,187 @@ async def peak_run(
     target: Target,
     service_pid: int,
     load_pids: Sequence[int],
+    redis_pids: Sequence[int] = (),
 ) -> Run:
     limits = Limits(args.timeout, args.max_requests * 4)
-    return await measured(
+    run = await measured(
         target.name,
-        service_pid,
+        services.tree(service_pid),
         load_pids,
         partial(closed_loop, session, target, args.concurrency, args.peak_duration, limits),
+        redis_pids,
     )
+    await asyncio.sleep(args.pause)
+    return run
+
+
+def peak_order(
+    baseline: Target, gateway: Target, shared: Target | None, workers: Target | None
+) -> list[Target]:
+    """Baseline, then in-process and shared in ABBA order (gateway, shared, [2 workers],
+    shared, gateway), so a drift linear in time hits both modes alike; the two-worker row
+    sits between the shared rounds it is compared with."""
+    if shared is None:
+        return [baseline, gateway]
+    middle = [workers] if workers is not None else []
+    return [baseline, gateway, shared, *middle, shared, gateway]
 
 
 async def bench(args: argparse.Namespace, cores: Cores, logs: Path) -> Results:
+    shared_skipped = None
+    if args.no_shared:
+        shared_skipped = "skipped (--no-shared)"
+    elif services.REDIS_SERVER is None:
+        shared_skipped = "skipped: redis-server is not installed"
     with contextlib.ExitStack() as stack:
-        procs = await start(logs, cores, args.latency_ms, stack, hop=not args.no_reference)
+        procs = await start(
+            logs,
+            cores,
+            args.latency_ms,
+            stack,
+            hop=not args.no_reference,
+            shared=shared_skipped is None,
+        )
         baseline, gateway = targets(procs)
+        shared = gateway_target(SHARED, procs.shared) if procs.shared is not None else None
         hop = hop_target(procs)
         limits = Limits(args.timeout, args.max_requests)
         connections = max(args.concurrency + 16, 1024)
-        async with (
-            make_session(limits, connections) as base_session,
-            make_session(limits, connections) as gw_session,
-            make_session(limits, connections) as hop_session,
-            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as admin,
-        ):
-            await sanity_check(base_session, baseline, provider=False)
-            await sanity_check(gw_session, gateway, provider=True)
+        names = [baseline.name, GATEWAY, SHARED, WORKERS2, HOP]
+        async with contextlib.AsyncExitStack() as sessions_stack:
+            sessions = {
+                name: await sessions_stack.enter_async_context(make_session(limits, connections))
+                for name in names
+            }
+            admin = await sessions_stack.enter_async_context(
+                aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10))
+            )
+            await sanity_check(sessions[baseline.name], baseline, provider=False)
+            await sanity_check(sessions[GATEWAY], gateway, provider=True)
+            if shared is not None:
+                await sanity_check(sessions[SHARED], shared, provider=True)
             if hop is not None:
-                await sanity_check(hop_session, hop, provider=False)
+                await sanity_check(sessions[HOP], hop, provider=False)
             memory_start = services.memory(procs.gateway.pid)
             warm_rate = min(args.rate_list)
-            await open_loop(base_session, baseline, warm_rate, args.warmup, limits)
-            await open_loop(gw_session, gateway, warm_rate, args.warmup, limits)
-            if hop is not None:
-                await open_loop(hop_session, hop, warm_rate, args.warmup, limits)
+            for target in (baseline, gateway, shared, hop):
+                if target is not None:
+                    await open_loop(sessions[target.name], target, warm_rate, args.warmup, limits)
             await asyncio.sleep(args.pause)
-            sessions = (base_session, gw_session, hop_session)
             steps = await open_loop_steps(args, procs, sessions, admin)
             memory_open = services.memory(procs.gateway.pid)
+            workers: Service | None = None
+            workers_target = None
+            if shared is not None and not args.no_workers:
+                workers = await start_workers(logs, cores, procs, stack)
+                workers_target = gateway_target(WORKERS2, workers)
+                await sanity_check(sessions[WORKERS2], workers_target, provider=True)
+                await open_loop(sessions[WORKERS2], workers_target, warm_rate, args.warmup, limits)
+                await asyncio.sleep(args.pause)
             load_pids = [procs.sandbox.pid, os.getpid()]
-            peaks = [
-                await peak_run(args, base_session, baseline, procs.gateway.pid, load_pids),
-                await peak_run(args, gw_session, gateway, procs.gateway.pid, load_pids),
-            ]
+            service_of = {baseline.name: procs.gateway, GATEWAY: procs.gateway}
+            if procs.shared is not None:
+                service_of[SHARED] = procs.shared
+            if workers is not None:
+                service_of[WORKERS2] = workers
+            peaks = []
+            for target in peak_order(baseline, gateway, shared, workers_target):
+                service = service_of[target.name]
+                run = await peak_run(
+                    args, sessions[target.name], target, service.pid, load_pids, procs.redis_pids
+                )
+                peaks.append(run)
             memory_peak = services.memory(procs.gateway.pid)
             if hop is not None and procs.hop is not None:
-                peaks.append(await peak_run(args, hop_session, hop, procs.hop.pid, load_pids))
-        gateway_cores = services.affinity(procs.gateway.pid)
-        return Results(steps, peaks, memory_start, memory_open, memory_peak, gateway_cores)
+                peaks.append(
+                    await peak_run(
+                        args, sessions[HOP], hop, procs.hop.pid, load_pids, procs.redis_pids
+                    )
+                )
+            shared_states = None
+            if procs.shared is not None:
+                shared_states = [await shared_state(admin, procs.shared)]
+                if workers is not None:
+                    shared_states.append(await shared_state(admin, workers))
+        return Results(
+            steps,
+            peaks,
+            memory_start,
+            memory_open,
+            memory_peak,
+            gateway_cores=services.affinity(procs.gateway.pid),
+            shared_cores=services.affinity(procs.shared.pid) if procs.shared else None,
+            workers_cores=services.tree_affinity(workers.pid) if workers else None,
+            redis_cores=services.affinity(procs.redis.pid) if procs.redis else None,
+            shared_memory=services.memory(procs.shared.pid) if procs.shared else None,
+            shared_states=shared_states,
+            shared_skipped=shared_skipped,
+        )
 
 
-def header(args: argparse.Namespace, cores: Cores, gateway_cores: set[int]) -> str:
+async def shared_state(admin: aiohttp.ClientSession, service: Service) -> SharedState:
+    """Whether a shared-mode gateway lost Redis during the run: a lost Redis (an operation
+    over REDIS_TIMEOUT_S) puts it on its local fallbacks, so its numbers are not Redis'."""
+    up = None
+    with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+        up = await services.scrape_total(admin, service.base_url, SHARED_UP_METRIC)
+    return SharedState(service.name, services.log_count(service, REDIS_LOST_LOG), up)
+
+
+def header(args: argparse.Namespace, cores: Cores, results: Results) -> str:
     cpu = _cpu_model()
     pinning = (
-        f"gateway on core {sorted(cores.service)} (its threads: {sorted(gateway_cores)}), "
+        f"gateway on core {sorted(cores.service)} (its threads: {sorted(results.gateway_cores)}), "
         f"sandbox + load generator on core {sorted(cores.load)}"
         if cores.pinned
         else "NOT pinned (fewer than 2 usable cores): gateway and load share the CPU"
     )
     versions = ", ".join(f"{p} {_version(p)}" for p in ("litestar", "uvicorn", "aiohttp", "httpx"))
-    return "\n".join(
-        [
-            "Literature AI Gateway: overhead and throughput benchmark",
-            f"nproc: {os.cpu_count()} (usable {cores.usable}), {cpu}; load average {_loadavg()}",
-            f"python: {platform.python_version()} ({sys.executable}), {versions}",
-            f"pinning: {pinning}",
-            f"upstream: sandbox groq, fixed +{args.latency_ms:g} ms per call; "
-            f"open loop {args.duration:g} s per rate after {args.warmup:g} s warm-up per target; "
-            f"request timeout {args.timeout:g} s",
-        ]
+    lines = [
+        "Literature AI Gateway: overhead and throughput benchmark",
+        f"nproc: {os.cpu_count()} (usable {cores.usable}), {cpu}; load average {_loadavg()}",
+        f"python: {platform.python_version()} ({sys.executable}), {versions}",
+        f"pinning: {pinning}",
+    ]
+    if results.shared_skipped is not None:
+        lines.append(f"shared mode (REDIS_URL): {results.shared_skipped}")
+    else:
+        lines.append(
+            f"shared mode: redis-server {_redis_version()} (no persistence) on core "
+            f"{_cores(results.redis_cores)} with the sandbox and the load generator; "
+            f"gateway with REDIS_URL, --workers 1, on core {_cores(results.shared_cores)}"
+        )
+    if results.workers_cores is not None:
+        lines.append(
+            f"2 workers: the gateway with REDIS_URL and --workers 2 (supervisor + workers) may "
+            f"run on cores {_cores(results.workers_cores)}; the kernel places the workers, so "
+            f"they share core {sorted(cores.load)} with the load generator, the sandbox and "
+            "Redis: that row is the whole machine's peak, not one core per worker"
+        )
+    lines.append(
+        f"upstream: sandbox groq, fixed +{args.latency_ms:g} ms per call; "
+        f"open loop {args.duration:g} s per rate after {args.warmup:g} s warm-up per target; "
+        f"request timeout {args.timeout:g} s"
     )
+    return "\n".join(lines)
+
+
+def _cores(cores: set[int] | None) -> str:
+    return str(sorted(cores)) if cores is not None else "?"
+
+
+def _redis_version() -> str:
+    """From `redis-server --version` (`Redis server v=7.0.15 ...`)."""
+    if services.REDIS_SERVER is None:
+        return "?"
+    try:
+        out = subprocess.run(
+            [services.REDIS_SERVER, "--version"], capture_output=True, text=True, timeout=5
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return "?"
+    found = re.search(r"v=(\S+)", out)
+    return found.group(1) if found else "?"
 
 
 def _cpu_model() -> str:
@@ -366,7 +609,7 @@ def _version(package: str) -> str:
 
 
 def checks(results: Results) -> list[Check]:
-    """The team's targets, judged on this run's numbers."""
+    """The team's targets for the in-process gateway, judged on this run's numbers."""
     found: list[Check] = []
     step = next((s for s in results.steps if s.rate == TARGET_RATE), None)
     for q, limit in ((0.50, TARGET_ADDED_P50_S), (0.99, TARGET_ADDED_P99_S)):
@@ -381,24 +624,22 @@ def checks(results: Results) -> list[Check]:
     found.append(
         Check(f"gateway RSS < {TARGET_RSS_MIB:g} MiB", f"{rss:.1f} MiB", rss < TARGET_RSS_MIB)
     )
-    by_name = {run.target: run.samples.throughput for run in results.peaks}
-    gateway_peak, hop_peak = by_name.get("gateway", 0.0), by_name.get(HOP)
+    gw, hop = peak_of(results.peaks, GATEWAY), peak_of(results.peaks, HOP)
     name = f"gateway peak >= {TARGET_PEAK_SHARE:.0%} of bare Litestar hop"
-    if hop_peak:
-        share = gateway_peak / hop_peak
+    if gw is not None and hop is not None and hop.requests_s:
+        share = gw.requests_s / hop.requests_s
         found.append(
             Check(
                 name,
-                f"{share:.0%} ({gateway_peak:.0f}/{hop_peak:.0f} rps)",
+                f"{share:.0%} ({gw.requests_s:.0f}/{hop.requests_s:.0f} rps)",
                 share >= TARGET_PEAK_SHARE,
             )
         )
     else:
         found.append(Check(name, "reference not run", None))
-    runs = {run.target: run for run in results.peaks}
-    gw_cpu = cpu_per_request_s(runs["gateway"]) if "gateway" in runs else None
-    hop_cpu = cpu_per_request_s(runs[HOP]) if HOP in runs else None
     name = f"gateway CPU/request within {1 - TARGET_PEAK_SHARE:.0%} of bare hop's"
+    gw_cpu = gw.cpu_per_request_s if gw is not None else None
+    hop_cpu = hop.cpu_per_request_s if hop is not None else None
     if gw_cpu and hop_cpu:
         share = hop_cpu / gw_cpu
         measured = f"{share:.0%} ({ms(gw_cpu)} vs {ms(hop_cpu)} ms)"
@@ -408,14 +649,113 @@ def checks(results: Results) -> list[Check]:
     return found
 
 
+def shared_comparison(results: Results) -> str:
+    """The issue's contract for the shared mode, against the in-process gateway of this run:
+    peak ratio and added-p50 difference at every rate, each marked met or not (printed, not
+    enforced), with CPU per request and p99 beside them for reading."""
+    gw, shared = peak_of(results.peaks, GATEWAY), peak_of(results.peaks, SHARED)
+    if gw is None or shared is None:
+        return f"Shared mode (REDIS_URL): {results.shared_skipped or 'not run'}"
+    headers = ["figure", "in-process", "shared", "shared vs in-process", "target", "verdict"]
+    ratio = shared.requests_s / gw.requests_s if gw.requests_s else float("nan")
+    rows = [
+        [
+            f"peak requests/s (mean of {gw.rounds}/{shared.rounds} rounds)",
+            f"{gw.requests_s:.1f}",
+            f"{shared.requests_s:.1f}",
+            f"ratio {ratio:.2f}",
+            f">= {TARGET_SHARED_PEAK_SHARE:.2f}",
+            verdict(ratio >= TARGET_SHARED_PEAK_SHARE if gw.requests_s else None),
+        ]
+    ]
+    limit = TARGET_SHARED_ADDED_P50_S
+    for step in results.steps:
+        if step.shared is None:
+            continue
+        for q in (0.50, 0.99):
+            in_process, with_redis = added(step, q), added(step, q, step.shared)
+            delta = with_redis - in_process
+            judged = q == 0.50
+            rows.append(
+                [
+                    f"added p{q * 100:.0f} at {step.rate:g}/s (ms)",
+                    ms(in_process),
+                    ms(with_redis),
+                    f"{delta * 1000:+.2f} ms",
+                    f"<= +{limit * 1000:g} ms" if judged else "-",
+                    verdict(delta <= limit) if judged else "-",
+                ]
+            )
+    gw_cpu, shared_cpu = gw.cpu_per_request_s, shared.cpu_per_request_s
+    cpu_ratio = f"ratio {shared_cpu / gw_cpu:.2f}" if gw_cpu and shared_cpu else "-"
+    rows.append(["gateway CPU ms/request at peak", ms(gw_cpu), ms(shared_cpu), cpu_ratio, "-", "-"])
+    rows.append(
+        ["redis-server CPU ms/request at peak", "-", ms(shared.redis_per_request_s), "-", "-", "-"]
+    )
+    lines = [table(headers, rows)]
+    for state in results.shared_states or []:
+        up = "?" if state.up_at_end is None else f"{state.up_at_end:g}"
+        lines.append(
+            f"{state.name}: Redis lost {state.lost_warnings} time(s) during the run "
+            f"(log '{REDIS_LOST_LOG}'); {SHARED_UP_METRIC} at the end: {up}"
+        )
+    return "\n".join(lines)
+
+
+def workers_comparison(results: Results) -> str | None:
+    """Two workers against one, both with REDIS_URL: requests/s and CPU per request."""
+    one, two = peak_of(results.peaks, SHARED), peak_of(results.peaks, WORKERS2)
+    if one is None or two is None:
+        return None
+    headers = ["workers", "cores", "requests/s", "gateway CPU ms/req", "redis ms/req"]
+    rows = [
+        [
+            label,
+            _cores(cores),
+            f"{peak.requests_s:.1f}",
+            ms(peak.cpu_per_request_s),
+            ms(peak.redis_per_request_s),
+        ]
+        for label, cores, peak in (
+            ("1", results.shared_cores, one),
+            ("2", results.workers_cores, two),
+        )
+    ]
+    rps = two.requests_s / one.requests_s if one.requests_s else float("nan")
+    cpu = (
+        f"{two.cpu_per_request_s / one.cpu_per_request_s:.2f}"
+        if one.cpu_per_request_s and two.cpu_per_request_s
+        else "-"
+    )
+    return "\n".join(
+        [
+            table(headers, rows),
+            f"2 workers / 1 worker: requests/s x{rps:.2f}, gateway CPU per request x{cpu} "
+            "(gateway CPU: supervisor + workers; 1 worker = the shared rows above, mean of "
+            "its rounds)",
+        ]
+    )
+
+
 def render(args: argparse.Namespace, cores: Cores, results: Results) -> str:
-    by_name = {run.target: run.samples.throughput for run in results.peaks}
-    base_peak = by_name.get("sandbox direct", 0.0)
-    ratio = by_name.get("gateway", 0.0) / base_peak if base_peak else float("nan")
+    base = peak_of(results.peaks, "sandbox direct")
+    gw = peak_of(results.peaks, GATEWAY)
+    base_peak = base.requests_s if base is not None else 0.0
+    ratio = gw.requests_s / base_peak if gw is not None and base_peak else float("nan")
     ceiling = args.concurrency / (args.latency_ms / 1000) if args.latency_ms else float("inf")
     m = results
+    order = (
+        "; the in-process and shared rows are two rounds each in ABBA order, ratios use their mean"
+        if results.shared_skipped is None
+        else ""
+    )
+    shared_memory = (
+        f"; shared-mode gateway RSS after peak {m.shared_memory.rss_mib:.1f}"
+        if m.shared_memory is not None
+        else ""
+    )
     sections = [
-        header(args, cores, results.gateway_cores),
+        header(args, cores, results),
         "",
         "Open loop (latency from each request's intended send time)",
         open_loop_table(results.steps),
@@ -424,18 +764,23 @@ def render(args: argparse.Namespace, cores: Cores, results: Results) -> str:
         overhead_table(results.steps),
         "",
         f"Peak throughput (closed loop, {args.concurrency} workers, {args.peak_duration:g} s; "
-        f"ceiling at +{args.latency_ms:g} ms upstream = {ceiling:.0f} rps)",
+        f"ceiling at +{args.latency_ms:g} ms upstream = {ceiling:.0f} rps{order})",
         peak_table(results.peaks),
         f"throughput ratio gateway / sandbox direct: {ratio:.2f}",
         "",
         f"Gateway memory (MiB): RSS after start {m.memory_start.rss_mib:.1f}, "
         f"after open loop {m.memory_open.rss_mib:.1f}, after peak {m.memory_peak.rss_mib:.1f}; "
-        f"high-water mark {m.memory_peak.hwm_mib:.1f}",
+        f"high-water mark {m.memory_peak.hwm_mib:.1f}{shared_memory}",
         "",
         checks_table(checks(results)),
         "",
-        noise_note([run for s in results.steps for run in s.runs] + results.peaks),
+        "Shared mode (REDIS_URL, 1 worker) against in-process, same run (printed, not enforced)",
+        shared_comparison(results),
     ]
+    workers = workers_comparison(results)
+    if workers is not None:
+        sections += ["", "Workers, shared mode (peak, closed loop)", workers]
+    sections += ["", noise_note([run for s in results.steps for run in s.runs] + results.peaks)]
     return "\n".join(sections)
 
 
@@ -468,10 +813,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _estimate_s(args: argparse.Namespace) -> float:
-    targets = 2 if args.no_reference else 3
+    shared = not args.no_shared and services.REDIS_SERVER is not None
+    workers = shared and not args.no_workers
+    targets = (2 if args.no_reference else 3) + shared
     steps = len(args.rate_list) * targets * (args.duration + args.pause)
-    peaks = targets * args.peak_duration
-    return float(8 + targets * args.warmup + steps + peaks)
+    # Baseline, gateway, hop; with the shared mode gateway and shared twice each (ABBA).
+    peaks = (targets + 2 * shared + workers) * (args.peak_duration + args.pause)
+    start = 8 + 4 * shared + 8 * workers
+    return float(start + (targets + workers) * args.warmup + steps + peaks)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ class Run:
     load_core_cpu: float  # share of one core used by the sandbox + this load generator
     other_cpu: float  # share of one core used by every other process: noise if not ~0
     overhead_mean_s: float | None = None  # from the gateway's own /metrics, if it is the target
+    redis_cpu: float | None = None  # share of one core used by redis-server (shared mode runs)
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,10 +28,18 @@ class OpenStep:
     baseline: Run
     gateway: Run
     hop: Run | None = None  # the bare Litestar hop at the same rate, if it ran
+    shared: Run | None = None  # the gateway with REDIS_URL at the same rate, if it ran
 
     @property
     def runs(self) -> tuple[Run, ...]:
-        return (self.baseline, self.gateway) + ((self.hop,) if self.hop else ())
+        shared = (self.shared,) if self.shared else ()
+        return (self.baseline, self.gateway, *shared) + ((self.hop,) if self.hop else ())
+
+    @property
+    def modes(self) -> tuple[tuple[str, Run], ...]:
+        """The gateway's runs at this rate, by mode (in-process; shared, when it ran)."""
+        shared = (("shared (REDIS_URL)", self.shared),) if self.shared else ()
+        return (("in-process", self.gateway), *shared)
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,9 +137,11 @@ def open_loop_table(steps: Sequence[OpenStep]) -> str:
     return table(headers, rows)
 
 
-def added(step: OpenStep, q: float) -> float:
-    """Gateway minus baseline at the same percentile: what the hop costs a caller."""
-    return percentile(step.gateway.samples.latencies_s, q) - percentile(
+def added(step: OpenStep, q: float, run: Run | None = None) -> float:
+    """Gateway (`run`, the in-process one by default) minus baseline at the same percentile:
+    what the hop costs a caller."""
+    measured = step.gateway if run is None else run
+    return percentile(measured.samples.latencies_s, q) - percentile(
         step.baseline.samples.latencies_s, q
     )
 
@@ -145,26 +156,30 @@ def hop_added(step: OpenStep, q: float) -> float | None:
 
 
 def overhead_table(steps: Sequence[OpenStep]) -> str:
-    """The added latency per rate, next to the bare hop's and what the gateway says it spent."""
-    headers = ["rate/s", "base p50", "base p99", "gw p50", "gw p99", "added p50", "added p99"]
-    headers += ["hop added p50", "hop added p99", "gw self-reported overhead mean"]
+    """The added latency per rate and gateway mode, next to the bare hop's and what the
+    gateway says it spent."""
+    headers = ["rate/s", "gateway", "base p50", "base p99", "gw p50", "gw p99", "added p50"]
+    headers += ["added p99", "hop added p50", "hop added p99", "gw self-reported overhead mean"]
     rows = []
     for step in steps:
-        base, gw = step.baseline.samples, step.gateway.samples
-        rows.append(
-            [
-                f"{step.rate:g}",
-                ms(percentile(base.latencies_s, 0.50)),
-                ms(percentile(base.latencies_s, 0.99)),
-                ms(percentile(gw.latencies_s, 0.50)),
-                ms(percentile(gw.latencies_s, 0.99)),
-                ms(added(step, 0.50)),
-                ms(added(step, 0.99)),
-                ms(hop_added(step, 0.50)),
-                ms(hop_added(step, 0.99)),
-                ms(step.gateway.overhead_mean_s),
-            ]
-        )
+        base = step.baseline.samples
+        for mode, run in step.modes:
+            gw = run.samples
+            rows.append(
+                [
+                    f"{step.rate:g}",
+                    mode,
+                    ms(percentile(base.latencies_s, 0.50)),
+                    ms(percentile(base.latencies_s, 0.99)),
+                    ms(percentile(gw.latencies_s, 0.50)),
+                    ms(percentile(gw.latencies_s, 0.99)),
+                    ms(added(step, 0.50, run)),
+                    ms(added(step, 0.99, run)),
+                    ms(hop_added(step, 0.50)),
+                    ms(hop_added(step, 0.99)),
+                    ms(run.overhead_mean_s),
+                ]
+            )
     return table(headers, rows) + "\n(all in ms)"
 
 
@@ -176,9 +191,16 @@ def cpu_per_request_s(run: Run) -> float | None:
     return run.service_cpu / run.samples.throughput
 
 
+def redis_cpu_per_request_s(run: Run) -> float | None:
+    """redis-server's CPU seconds per answered request (shared mode runs only)."""
+    if run.redis_cpu is None or run.samples.throughput <= 0:
+        return None
+    return run.redis_cpu / run.samples.throughput
+
+
 def peak_table(runs: Sequence[Run]) -> str:
     headers = ["target", "requests/s", "ok", "errors", "p50 ms", "p99 ms", "svc CPU"]
-    headers += ["svc CPU ms/req", "load CPU", "other CPU"]
+    headers += ["svc CPU ms/req", "redis CPU", "redis ms/req", "load CPU", "other CPU"]
     rows = [
         [
             run.target,
@@ -189,12 +211,48 @@ def peak_table(runs: Sequence[Run]) -> str:
             ms(percentile(run.samples.latencies_s, 0.99)),
             pct(run.service_cpu),
             ms(cpu_per_request_s(run)),
+            "-" if run.redis_cpu is None else pct(run.redis_cpu),
+            ms(redis_cpu_per_request_s(run)),
             pct(run.load_core_cpu),
             other(run),
         ]
         for run in runs
     ]
     return table(headers, rows)
+
+
+@dataclass(frozen=True, slots=True)
+class Peak:
+    """A target's closed-loop figures over its rounds (the mean, when it ran more than once:
+    rounds in ABBA order cancel a drift that is linear in time)."""
+
+    requests_s: float
+    cpu_per_request_s: float | None
+    redis_per_request_s: float | None
+    rounds: int
+
+
+def peak_of(runs: Sequence[Run], target: str) -> Peak | None:
+    """The mean of `target`'s peak rounds, None if it did not run."""
+    mine = [run for run in runs if run.target == target]
+    if not mine:
+        return None
+
+    def mean(values: Sequence[float | None]) -> float | None:
+        known = [v for v in values if v is not None]
+        return sum(known) / len(known) if known and len(known) == len(values) else None
+
+    return Peak(
+        sum(run.samples.throughput for run in mine) / len(mine),
+        mean([cpu_per_request_s(run) for run in mine]),
+        mean([redis_cpu_per_request_s(run) for run in mine]),
+        len(mine),
+    )
+
+
+def verdict(met: bool | None) -> str:
+    """For the shared mode's ratios: printed, never a failure of the run."""
+    return {True: "met", False: "NOT met", None: "n/a"}[met]
 
 
 def checks_table(checks: Sequence[Check]) -> str:

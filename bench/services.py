@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -95,14 +96,62 @@ def _threads(pid: int) -> list[int]:
         return []
 
 
+def descendants(pid: int) -> list[int]:
+    """Every live process below `pid` (a supervisor's workers, their helpers), from /proc.
+
+    Read from each process's parent id, so workers spawned (not forked) are found too.
+    """
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            stat = Path(f"/proc/{entry}/stat").read_text()
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+            children.setdefault(ppid, []).append(int(entry))
+    found: list[int] = []
+    todo = [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def tree(pid: int) -> list[int]:
+    """`pid` and its descendants: the processes whose CPU is one service's CPU."""
+    return [pid, *descendants(pid)]
+
+
+def pin_tree(pid: int, cores: set[int]) -> None:
+    """Pin `pid` and every process below it (workers started after the first pin inherit the
+    mask anyway; this also covers one started in between)."""
+    for member in tree(pid):
+        pin(member, cores)
+
+
+def tree_affinity(pid: int) -> set[int]:
+    """The union of the cores any thread of `pid` or its descendants may run on."""
+    cores: set[int] = set()
+    for member in tree(pid):
+        cores |= affinity(member)
+    return cores
+
+
 def spawn(
-    name: str, argv: list[str], env: Mapping[str, str], cores: set[int], logs: Path
+    name: str,
+    argv: list[str],
+    env: Mapping[str, str],
+    cores: set[int],
+    logs: Path,
+    executable: str = sys.executable,
 ) -> Service:
-    """Start `python argv` with output in a log file, pinned at once (before it starts threads)."""
+    """Start `executable argv` (Python by default) with output in a log file, pinned at once
+    (before it starts threads)."""
     log_path = logs / f"{name}.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [sys.executable, *argv],
+            [executable, *argv],
             cwd=ROOT,
             env=dict(env),
             stdin=subprocess.DEVNULL,
@@ -157,14 +206,26 @@ def _read_port(path: Path) -> int | None:
         return None
 
 
-def gateway_env(sandbox_url: str, workdir: Path) -> dict[str, str]:
+def gateway_env(
+    sandbox_url: str,
+    workdir: Path,
+    *,
+    ledger: str = "gateway.db",
+    redis_url: str | None = None,
+    redis_prefix: str = "gw:",
+    metrics_port_base: int | None = None,
+) -> dict[str, str]:
     """The gateway wired to the sandbox, every provider configured, its ledger in `workdir`.
 
     GROQ_RPM_PER_KEY is raised because the free-tier default (30 rpm per key) would make the
     client-side limiter skip Groq after 90 requests, and the benchmark would measure fallback;
     GATEWAY_CALLER_RPM likewise, or the one bench caller would be answered 429 within a second.
     The usage ledger stays on (it is part of every request) but writes to a throw-away SQLite
-    file, never to the project's ./data.
+    file, never to the project's ./data; each gateway under test gets its own (`ledger`).
+    With `redis_url`, budgets, key and caller limits, breakers and the cache are on Redis
+    (the shared mode), under `redis_prefix` so two gateways on one Redis do not count each
+    other as replicas. `metrics_port_base` is for several workers: free loopback ports, not
+    the default 9464 another process on this machine may hold.
     """
     env = {name: value for name, value in os.environ.items() if not _gateway_setting(name)}
     env.update(
@@ -182,9 +243,14 @@ def gateway_env(sandbox_url: str, workdir: Path) -> dict[str, str]:
             "LOG_LEVEL": "WARNING",
             "GATEWAY_API_KEYS": f"{BENCH_CALLER}:{BENCH_CALLER_KEY}",
             "GATEWAY_CALLER_RPM": "1000000000",
-            "DATABASE_URL": f"sqlite+aiosqlite:///{workdir / 'gateway.db'}",
+            "DATABASE_URL": f"sqlite+aiosqlite:///{workdir / ledger}",
         }
     )
+    if redis_url is not None:
+        env["REDIS_URL"] = redis_url
+        env["REDIS_KEY_PREFIX"] = redis_prefix
+    if metrics_port_base is not None:
+        env["METRICS_PORT_BASE"] = str(metrics_port_base)
     return env
 
 
@@ -201,6 +267,23 @@ def _settings_fields() -> frozenset[str]:
     return frozenset(Settings.model_fields)
 
 
+def free_ports(count: int) -> int:
+    """The first of `count` consecutive free loopback ports (worker i's metrics: base + i)."""
+    for _ in range(100):
+        base = free_port()
+        if base + count - 1 > 65535:
+            continue
+        try:
+            with contextlib.ExitStack() as held:
+                for port in range(base, base + count):
+                    sock = held.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+                    sock.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        return base
+    raise ServiceError(f"no {count} consecutive free ports on 127.0.0.1")
+
+
 async def start_http_service(
     name: str, argv: list[str], env: Mapping[str, str], cores: set[int], logs: Path
 ) -> Service:
@@ -210,8 +293,71 @@ async def start_http_service(
     service.base_url = f"http://127.0.0.1:{port}"
     await wait_ok(service, "/health/live")
     if cores:
-        pin(service.pid, cores)  # threads started while importing (if any) get the mask too
+        # Threads started while importing (if any), and workers, get the mask too.
+        pin_tree(service.pid, cores)
     return service
+
+
+REDIS_SERVER = shutil.which("redis-server")
+
+
+async def start_redis(logs: Path, cores: set[int]) -> Service:
+    """A redis-server of the benchmark's own on a free loopback port, without persistence
+    (nothing written to disk, nothing left behind); `base_url` is its redis:// URL."""
+    if REDIS_SERVER is None:
+        raise ServiceError("redis-server is not installed")
+    port = free_port()
+    argv = ["--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no"]
+    argv += ["--daemonize", "no", "--loglevel", "warning", "--dir", str(logs)]
+    service = spawn("redis", argv, os.environ, cores, logs, executable=REDIS_SERVER)
+    service.base_url = f"redis://127.0.0.1:{port}/0"
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if service.process.poll() is not None:
+            raise ServiceError(f"redis-server exited early:\n{service.log_tail()}")
+        with contextlib.suppress(OSError):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"PING\r\n")
+            answer = await asyncio.wait_for(reader.readline(), 1.0)
+            writer.close()
+            if answer.startswith(b"+PONG"):
+                if cores:
+                    pin(service.pid, cores)  # its background threads too
+                return service
+        await asyncio.sleep(0.05)
+    stop(service)
+    raise ServiceError(f"redis-server not ready in {START_TIMEOUT_S:.0f}s")
+
+
+async def wait_workers(service: Service, workers: int) -> None:
+    """With several workers, wait until the merged /metrics says every one is up (the first
+    /health/live answer only proves that one of them is)."""
+    deadline = time.monotonic() + START_TIMEOUT_S
+    wanted = [
+        re.compile(rf'^gateway_worker_up\{{worker="{i}"\}} 1(?:\.0)?$', re.MULTILINE)
+        for i in range(workers)
+    ]
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session:
+        while time.monotonic() < deadline:
+            if service.process.poll() is not None:
+                raise ServiceError(f"{service.name} exited early:\n{service.log_tail()}")
+            with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+                async with session.get(service.base_url + "/metrics") as response:
+                    text = await response.text()
+                if all(pattern.search(text) for pattern in wanted):
+                    return
+            await asyncio.sleep(0.2)
+    raise ServiceError(f"{service.name}: not all {workers} workers up:\n{service.log_tail()}")
+
+
+def log_count(service: Service, text: str) -> int:
+    """How many lines of the service's log contain `text` (e.g. Redis lost warnings)."""
+    try:
+        return sum(
+            text in line for line in service.log_path.read_text(errors="replace").splitlines()
+        )
+    except OSError:
+        return 0
 
 
 async def wait_ok(service: Service, path: str) -> None:
@@ -258,6 +404,13 @@ async def scrape_histogram(session: aiohttp.ClientSession, base_url: str, name: 
         response.raise_for_status()
         text = await response.text()
     return Histogram(_series_total(text, name + "_sum"), _series_total(text, name + "_count"))
+
+
+async def scrape_total(session: aiohttp.ClientSession, base_url: str, series: str) -> float:
+    """One series from /metrics, summed over its label sets (e.g. a gauge per worker)."""
+    async with session.get(base_url + "/metrics") as response:
+        response.raise_for_status()
+        return _series_total(await response.text(), series)
 
 
 def _series_total(text: str, series: str) -> float:
