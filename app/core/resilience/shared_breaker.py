@@ -65,15 +65,17 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 """
 
 # A transition made by one replica: open for ARGV[2] ms, or closed. Drops the trial lease
-# (the trial, if any, is decided) and tells every replica.
+# (the trial, if any, is decided) and tells every replica. The generation grows with Redis'
+# clock (at least by one), so a Redis that restarted empty still hands out generations newer
+# than any a replica has seen.
 # KEYS: record, lease. ARGV: state, open ms, replica id, channel, breaker name.
 _TRANSITION = (
     _NOW_MS
     + """
-local gen = redis.call('HINCRBY', KEYS[1], 'gen', 1)
+local gen = math.max((tonumber(redis.call('HGET', KEYS[1], 'gen')) or 0) + 1, now)
 local until_ms = 0
 if ARGV[1] == 'open' then until_ms = now + tonumber(ARGV[2]) end
-redis.call('HSET', KEYS[1], 'state', ARGV[1], 'until', until_ms, 'by', ARGV[3])
+redis.call('HSET', KEYS[1], 'state', ARGV[1], 'until', until_ms, 'by', ARGV[3], 'gen', gen)
 redis.call('PEXPIRE', KEYS[1], RECORD_TTL_MS)
 redis.call('DEL', KEYS[2])
 local remaining = math.max(0, until_ms - now)
@@ -185,6 +187,9 @@ class SharedBreakers:
         self._read = shared.script(_READ)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._watcher: asyncio.Task[None] | None = None
+        # Set by aclose: a cancellation that lands while a Redis read's own timeout fires can
+        # come out as TimeoutError (which the loop survives), so the loop also checks this.
+        self._closing = False
         shared.on_up(self._reconcile)
 
     def attach(self, breaker: AsyncCircuitBreaker, *, trial_ttl_s: float) -> None:
@@ -201,6 +206,7 @@ class SharedBreakers:
         self._watcher = asyncio.get_running_loop().create_task(self._watch())
 
     async def aclose(self) -> None:
+        self._closing = True
         if self._watcher is not None:
             self._watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -401,7 +407,7 @@ class SharedBreakers:
         pubsub: PubSub | None = None
         next_poll = loop.time() + self._poll_s
         try:
-            while True:
+            while not self._closing:
                 try:
                     if pubsub is None and self._shared.up:
                         pubsub = await self._subscribe()
