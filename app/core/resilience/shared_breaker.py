@@ -467,12 +467,17 @@ def _parse(data: bytes | str) -> tuple[str, str, float, int, str, float] | None:
         return None
     if not (isinstance(gen, int) and not isinstance(gen, bool) and gen >= 0):
         return None
-    numbers = (remaining, lease)
-    if not all(
-        isinstance(n, int | float) and not isinstance(n, bool) and 0 <= n < 1e12 for n in numbers
-    ):
-        return None  # also NaN and infinities
-    return name, str(state), float(remaining), gen, by, float(lease)
+    remaining_ms, lease_ms = _bounded(remaining), _bounded(lease)
+    if remaining_ms is None or lease_ms is None:
+        return None
+    return name, str(state), remaining_ms, gen, by, lease_ms
+
+
+def _bounded(value: object) -> float | None:
+    """A message's millisecond count: a number in [0, 1e12) (so no NaN, no infinity)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if 0 <= value < 1e12 else None
 
 
 def _text(value: Any) -> str:
