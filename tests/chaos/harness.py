@@ -16,6 +16,7 @@ import re
 import signal
 import statistics
 import time
+import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ import httpx
 from tests.chaos.proxy import FaultProxy
 from tests.support.client import AUTH_HEADERS
 from tests.support.ledger import ledger_rows
+from tests.support.redis import RedisServer
 from tests.support.sandbox import Sandbox, fresh_database_url
 from tests.support.service import ServiceProcess, sandbox_env
 
@@ -122,6 +124,7 @@ class Outcome:
     retry_after: str | None
     error: str | None = None  # the transport error when there was no answer
     timeout_s: float | None = None  # the request's own deadline, if it set one
+    replica: int = 0  # which of the run's service processes it was sent to
 
     @property
     def ok(self) -> bool:
@@ -132,6 +135,12 @@ class Outcome:
         if self.body is None or not isinstance(self.body.get("type"), str):
             return None
         return str(self.body["type"]).rsplit("/", 1)[-1]
+
+    @property
+    def cost_usd(self) -> float:
+        """What the gateway says the answer cost (0 without an answer)."""
+        value = (self.body or {}).get("cost_usd") if self.ok else None
+        return float(value) if isinstance(value, int | float) else 0.0
 
     @property
     def attempts(self) -> list[dict[str, Any]]:
@@ -148,6 +157,19 @@ class Sample:
     transitions: dict[tuple[str, str], float]  # (provider, to_state) -> count so far
     timeout_s: dict[str, float]
     calls: dict[str, int]  # provider -> completion calls seen at the network edge so far
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaSample:
+    """One look at a replica as a load balancer and an SRE see it: readiness, and its view of
+    the shared state (Redis). None: that read got no answer."""
+
+    t: float
+    replica: int
+    ready: int | None  # /health/ready status
+    shared_state: str | None  # /health/ai-providers `shared_state`: ok, degraded, disabled
+    shared_replicas: int | None  # /health/ai-providers `shared_replicas`
+    shared_up: float | None  # the ai_shared_state_up gauge (None also: no such series)
 
 
 @dataclass
@@ -167,6 +189,10 @@ class Observation:
     sandbox_stats: dict[str, Any]
     proxy_stats: dict[str, dict[str, Any]]
     notes: list[str] = field(default_factory=list)
+    # With several replicas: each live replica's last /metrics (`metrics` is the first's),
+    # and every replica's readiness and shared-state view over the run.
+    replica_metrics: tuple[str, ...] = ()
+    replica_samples: list[ReplicaSample] = field(default_factory=list)
 
     def transitions(self, provider: str) -> dict[str, int]:
         return {
@@ -219,6 +245,42 @@ class AsyncSandbox:
         await self._client.aclose()
 
 
+class SharedRedis:
+    """The run's own redis-server (`tests/support/redis.py`) behind a `FaultProxy`: the
+    replicas' REDIS_URL names the proxy, so a scenario refuses, slows or cuts Redis at the
+    network edge, and `kill` / `restart` give it a Redis that died and came back empty."""
+
+    def __init__(self) -> None:
+        self.server = RedisServer()
+        self.proxy: FaultProxy | None = None
+        # Keys of this run only, should a server ever be shared.
+        self.prefix = f"chaos{uuid.uuid4().hex[:8]}:"
+
+    def start(self) -> SharedRedis:
+        self.server.start()
+        self.proxy = FaultProxy("127.0.0.1", self.server.port).start()
+        return self
+
+    @property
+    def url(self) -> str:
+        assert self.proxy is not None, "start the Redis first"
+        return f"redis://127.0.0.1:{self.proxy.port}/0"
+
+    async def kill(self) -> None:
+        """SIGKILL the redis-server: everything it held is gone (no persistence)."""
+        await asyncio.to_thread(self.server.stop)
+
+    async def restart(self) -> None:
+        """Start it again on the same port, empty."""
+        await asyncio.to_thread(self.server.start)
+
+    def close(self) -> None:
+        if self.proxy is not None:
+            self.proxy.stop()
+            self.proxy = None
+        self.server.stop()
+
+
 Action = Callable[[], Awaitable[None] | None]
 
 
@@ -232,6 +294,9 @@ class ChaosRun:
         env: dict[str, str],
         proxied: tuple[str, ...] = (),
         edge_blind: tuple[str, ...] = (),
+        *,
+        replicas: int = 1,
+        redis: bool = False,
     ) -> None:
         self.scenario = scenario
         self.sandbox_sync = sandbox
@@ -251,6 +316,16 @@ class ChaosRun:
             max(self.deadline_s, float(self.env.get("LITERATURE_BATCH_DEADLINE_S", 0))) + 10
         )
         self.service = ServiceProcess(sandbox_env(sandbox.base_url, self.database_url, **self.env))
+        # Several replicas: service processes on one ledger database (and, with `redis`, one
+        # Redis); `service` is the first. Load goes round-robin unless a replica is named.
+        self.replica_count = replicas
+        self.replicas = [self.service]
+        self.redis = SharedRedis() if redis else None
+        self.replica_samples: list[ReplicaSample] = []
+        self._clients: list[httpx.AsyncClient] = []
+        self._killed: set[int] = set()
+        self._replica_watcher: asyncio.Task[None] | None = None
+        self.exit_codes: dict[int, int] = {}
         self.t0 = 0.0
         self.outcomes: list[Outcome] = []
         self.samples: list[Sample] = []
@@ -266,10 +341,22 @@ class ChaosRun:
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def start(self) -> ChaosRun:
+        if self.redis is not None:
+            await asyncio.to_thread(self.redis.start)
+            self.env = {"REDIS_URL": self.redis.url, "REDIS_KEY_PREFIX": self.redis.prefix} | (
+                self.env
+            )
         self.service = await self._launch(self.env)
+        self.replicas = [self.service]
+        # One after the other: the first has run the ledger's migrations.
+        for _ in range(1, self.replica_count):
+            self.replicas.append(await self._launch(self.env))
         self.t0 = time.monotonic()
-        self._client = self._new_client()
+        self._clients = [self._new_client(service) for service in self.replicas]
+        self._client = self._clients[0]
         self._watcher = asyncio.create_task(self._watch())
+        if self.redis is not None or self.replica_count > 1:
+            self._replica_watcher = asyncio.create_task(self._watch_replicas())
         return self
 
     async def _launch(self, env: dict[str, str]) -> ServiceProcess:
@@ -289,9 +376,9 @@ class ChaosRun:
                 self.notes.append("the service failed to start once; started on another port")
         raise AssertionError("unreachable")
 
-    def _new_client(self) -> httpx.AsyncClient:
+    def _new_client(self, service: ServiceProcess | None = None) -> httpx.AsyncClient:
         return httpx.AsyncClient(
-            base_url=self.service.url,
+            base_url=(service or self.service).url,
             headers=AUTH_HEADERS,
             trust_env=False,
             # Far past any deadline: a request that outlives its deadline is measured, not hung.
@@ -323,29 +410,92 @@ class ChaosRun:
         self.service = await self._launch({**self.env, **(env or {})})
         self.mark("service restarted")
         self._client = self._new_client()
+        self.replicas[0] = self.service
+        if self._clients:
+            self._clients[0] = self._client
         return code
+
+    async def kill(self, replica: int, sig: signal.Signals = signal.SIGKILL) -> int:
+        """Stop one replica with `sig` for good (no restart); the others keep serving.
+        Requests in flight to it end without an answer; its exit code is returned."""
+        self.mark(f"replica {replica} {sig.name}")
+        # Counted out first: a look at it still in flight when the signal lands is dropped.
+        self._killed.add(replica)
+        code = await asyncio.to_thread(self.replicas[replica].stop, sig)
+        self.exit_codes[replica] = code
+        return code
+
+    def live(self) -> list[int]:
+        """The replicas not killed by the scenario."""
+        return [i for i in range(len(self.replicas)) if i not in self._killed]
+
+    async def get(self, replica: int, path: str) -> httpx.Response:
+        """GET `path` on one replica, as the caller (for /v1/budgets, health)."""
+        return await self._clients[replica].get(path)
+
+    async def until_shared(self, timeout_s: float = 15.0) -> float:
+        """Wait until every live replica uses Redis and has counted every live replica in
+        its heartbeat (so a share taken in an outage is 1/N of what was left), and its
+        budgets come from Redis; returns the seconds waited."""
+        started = time.monotonic()
+        seen: list[tuple[object, ...]] = []
+        while time.monotonic() - started < timeout_s:
+            seen = []
+            for i in self.live():
+                with contextlib.suppress(httpx.HTTPError, ValueError, KeyError):
+                    health = (await self.get(i, "/health/ai-providers")).json()
+                    store = (await self.get(i, "/v1/budgets")).json()["store"]
+                    seen.append((health["shared_state"], health["shared_replicas"], store))
+            want = ("ok", len(self.live()), "redis")
+            if len(seen) == len(self.live()) and all(s == want for s in seen):
+                return time.monotonic() - started
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"replicas never all on Redis: {seen}")
 
     async def finish(self) -> Observation:
         """Stop watching, read the last metrics, stop the service gracefully (the ledger is
         flushed on SIGTERM) and collect the counters and ledger rows."""
-        if self._watcher is not None:
-            self._watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watcher
+        for watcher in (self._watcher, self._replica_watcher):
+            if watcher is not None:
+                watcher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watcher
         assert self._client is not None
-        with contextlib.suppress(httpx.HTTPError):
-            self.last_metrics = (await self._client.get("/metrics")).text
-        for client in (*self._retired, self._client):
-            await client.aclose()
+        if len(self.replicas) == 1:
+            with contextlib.suppress(httpx.HTTPError):
+                self.last_metrics = (await self._client.get("/metrics")).text
+            replica_metrics: tuple[str, ...] = ()
+        else:
+            texts = []
+            for i in self.live():
+                with contextlib.suppress(httpx.HTTPError):
+                    texts.append((await self._clients[i].get("/metrics")).text)
+            replica_metrics = tuple(texts)
+            self.last_metrics = texts[0] if texts else ""
+        for client in (*self._retired, self._client, *self._clients):
+            await client.aclose()  # closing one twice is harmless
         duration = self.now()
-        self.exit_code = await asyncio.to_thread(self.service.stop, signal.SIGTERM)
+        if len(self.replicas) == 1:
+            self.exit_code = await asyncio.to_thread(self.service.stop, signal.SIGTERM)
+        else:
+            live = self.live()
+            codes = await asyncio.gather(
+                *(asyncio.to_thread(self.replicas[i].stop, signal.SIGTERM) for i in live)
+            )
+            self.exit_codes.update(zip(live, codes, strict=True))
+            self.exit_code = self.exit_codes.get(0)
+        if self.redis is not None:
+            await asyncio.to_thread(self.redis.close)
         stats = await self.sandbox.stats()
         await self.sandbox.aclose()
         proxy_stats = {name: proxy.snapshot() for name, proxy in self.proxies.items()}
         self.close_proxies()
         edge = self._edge_calls(stats, proxy_stats)
         gateway = {
-            name: int(metric_total(self.last_metrics, "ai_provider_requests_total", provider=name))
+            name: sum(
+                int(metric_total(text, "ai_provider_requests_total", provider=name))
+                for text in (replica_metrics or (self.last_metrics,))
+            )
             for name in PROVIDERS
         }
         return Observation(
@@ -362,6 +512,8 @@ class ChaosRun:
             sandbox_stats=stats,
             proxy_stats=proxy_stats,
             notes=self.notes,
+            replica_metrics=replica_metrics,
+            replica_samples=self.replica_samples,
         )
 
     def close_proxies(self) -> None:
@@ -371,16 +523,21 @@ class ChaosRun:
 
     async def abort(self) -> None:
         """Cleanup after a failure: nothing may outlive the test."""
-        if self._watcher is not None:
-            self._watcher.cancel()
-        for client in (*self._retired, self._client):
+        for watcher in (self._watcher, self._replica_watcher):
+            if watcher is not None:
+                watcher.cancel()
+        for client in (*self._retired, self._client, *self._clients):
             if client is not None:
                 await client.aclose()
-        if self.service.process is not None and self.service.process.poll() is None:
-            await asyncio.to_thread(self.service.stop, signal.SIGKILL)
+        services = [self.service, *(r for r in self.replicas if r is not self.service)]
+        for service in services:
+            if service.process is not None and service.process.poll() is None:
+                await asyncio.to_thread(service.stop, signal.SIGKILL)
         with contextlib.suppress(httpx.HTTPError):
             await self.sandbox.aclose()
         self.close_proxies()
+        if self.redis is not None:
+            await asyncio.to_thread(self.redis.close)
 
     def _edge_calls(
         self, stats: dict[str, Any], proxies: dict[str, dict[str, Any]]
@@ -406,10 +563,12 @@ class ChaosRun:
         phase: str = "load",
         body: Callable[[int], dict[str, Any]] | None = None,
         path: str = "/v1/ai/completions",
+        replica: int | None = None,
     ) -> list[Outcome]:
-        """`requests` requests paced at `rate` per second, at most `concurrency` in flight."""
+        """`requests` requests paced at `rate` per second, at most `concurrency` in flight;
+        to `replica`, or round-robin over the run's replicas (by request index)."""
         assert self._client is not None
-        client = self._client
+        clients = list(self._clients) if len(self._clients) > 1 else [self._client]
         gate = asyncio.Semaphore(concurrency)
         start = time.monotonic()
         tasks: list[asyncio.Task[Outcome]] = []
@@ -421,8 +580,11 @@ class ChaosRun:
             if delay > 0:
                 await asyncio.sleep(delay)
             await gate.acquire()
+            target = index % len(clients) if replica is None else replica
             tasks.append(
-                asyncio.create_task(self._one(client, gate, index, phase, make(index), path))
+                asyncio.create_task(
+                    self._one(clients[target], gate, index, phase, make(index), path, target)
+                )
             )
         done = list(await asyncio.gather(*tasks))
         self.outcomes.extend(done)
@@ -440,6 +602,7 @@ class ChaosRun:
         phase: str,
         body: dict[str, Any],
         path: str,
+        replica: int = 0,
     ) -> Outcome:
         sent = self.now()
         started = time.monotonic()
@@ -457,6 +620,7 @@ class ChaosRun:
                 None,
                 error=type(exc).__name__,
                 timeout_s=body.get("timeout_s"),
+                replica=replica,
             )
         finally:
             gate.release()
@@ -479,6 +643,7 @@ class ChaosRun:
             content_type,
             response.headers.get("retry-after"),
             timeout_s=body.get("timeout_s"),
+            replica=replica,
         )
 
     async def gather(self, *steps: Awaitable[Any]) -> None:
@@ -508,10 +673,50 @@ class ChaosRun:
             while True:
                 await asyncio.sleep(WATCH_INTERVAL_S)
                 with contextlib.suppress(httpx.HTTPError, ValueError):
-                    text = (await client.get(f"{self.service.url}/metrics")).text
+                    text = (await client.get(f"{self._watched().url}/metrics")).text
                     at = self.now()
                     stats = (await client.get(f"{self.sandbox_sync.base_url}/_stats")).json()
                     self.samples.append(self._sample(at, text, stats))
+
+    def _watched(self) -> ServiceProcess:
+        """The replica whose breakers are sampled: the first one not killed."""
+        live = self.live()
+        return self.replicas[live[0]] if live else self.service
+
+    async def _watch_replicas(self) -> None:
+        """Every replica's readiness and view of the shared state, every WATCH_INTERVAL_S,
+        as a load balancer (/health/ready) and an SRE (/health/ai-providers, the
+        ai_shared_state_up gauge) see them."""
+        async with httpx.AsyncClient(timeout=2, trust_env=False) as client:
+            while True:
+                await asyncio.sleep(WATCH_INTERVAL_S)
+                looks = await asyncio.gather(
+                    *(self._look(client, i) for i in self.live()), return_exceptions=True
+                )
+                self.replica_samples.extend(
+                    s
+                    for s in looks
+                    if isinstance(s, ReplicaSample) and s.replica not in self._killed
+                )
+
+    async def _look(self, client: httpx.AsyncClient, replica: int) -> ReplicaSample:
+        url = self.replicas[replica].url
+        at = self.now()
+        ready: int | None = None
+        state: str | None = None
+        seen: int | None = None
+        up: float | None = None
+        with contextlib.suppress(httpx.HTTPError):
+            ready = (await client.get(f"{url}/health/ready")).status_code
+        with contextlib.suppress(httpx.HTTPError, ValueError, KeyError, TypeError):
+            report = (await client.get(f"{url}/health/ai-providers")).json()
+            state = report["shared_state"]
+            seen = report["shared_replicas"]
+        with contextlib.suppress(httpx.HTTPError):
+            text = (await client.get(f"{url}/metrics")).text
+            found = parse_metrics(text, "ai_shared_state_up")
+            up = next((v for name, _, v in found if name == "ai_shared_state_up"), None)
+        return ReplicaSample(at, replica, ready, state, seen, up)
 
     def _sample(self, at: float, text: str, stats: dict[str, Any]) -> Sample:
         breaker: dict[str, int] = {}

@@ -258,8 +258,8 @@ def attempt_bound(observation: Observation, expect: Expect) -> Verdict:
 
 
 def budgets(observation: Observation) -> Verdict:
-    """No daily budget is exceeded: neither by the gateway's own account (metrics) nor by
-    the ledger's sum of costs."""
+    """No daily budget is exceeded: neither by the gateway's own account (metrics; with
+    several replicas, every live replica's) nor by the ledger's sum of costs."""
     limits = {
         labels["budget"]: value
         for name, labels, value in _samples(observation.metrics, "ai_budget_limit_usd")
@@ -272,6 +272,19 @@ def budgets(observation: Observation) -> Verdict:
     }
     if not observation.metrics:
         return verdict("B", "budgets", False, "no final metrics")
+    # Every replica's own account too (the first one's is `spent`).
+    accounts = [("metrics", spent)]
+    for index, text in enumerate(observation.replica_metrics[1:], start=1):
+        accounts.append(
+            (
+                f"replica metrics #{index + 1}",
+                {
+                    labels["budget"]: value
+                    for name, labels, value in _samples(text, "ai_budget_spent_usd")
+                    if name == "ai_budget_spent_usd"
+                },
+            )
+        )
     # The ledger's sums under the budgets' names: per provider, in total and per caller.
     ledger: Counter[str] = Counter()
     for row in observation.ledger:
@@ -281,7 +294,8 @@ def budgets(observation: Observation) -> Verdict:
         ledger[f"caller:{row['user_id']}"] += cost
     over = []
     for budget, limit in limits.items():
-        for source, value in (("metrics", spent.get(budget, 0.0)), ("ledger", ledger[budget])):
+        values = [(source, account.get(budget, 0.0)) for source, account in accounts]
+        for source, value in (*values, ("ledger", ledger[budget])):
             if value > limit + 1e-9:
                 over.append(f"{budget} {source} {value:.6f} > {limit:.6f}")
     used = ", ".join(
@@ -335,6 +349,144 @@ def availability(observation: Observation, expect: Expect) -> Verdict:
         return Verdict("S", "availability", "n/a", f"{rate:.1%} (no promise here)")
     ok = rate >= expect.min_success
     return verdict("S", "availability", ok, f"{rate:.2%} >= {expect.min_success:.1%}")
+
+
+def stays_ready(
+    observation: Observation, *, min_polls: int = 20, watched: tuple[int, ...] | None = None
+) -> Verdict:
+    """/health/ready, polled on every live replica, answered 200 every time: losing the shared
+    state is every replica's loss, so no replica may leave the load balancer over it.
+    `watched`: the replicas that must have been polled `min_polls` times (default: all; a
+    replica the scenario kills early is polled only until then)."""
+    polls = observation.replica_samples
+    bad = [(round(s.t, 2), s.replica, s.ready) for s in polls if s.ready != 200]
+    per_replica = Counter(s.replica for s in polls)
+    must = watched if watched is not None else tuple(per_replica)
+    enough = bool(must) and all(per_replica[r] >= min_polls for r in must)
+    return verdict(
+        "ready",
+        "/health/ready stays 200 on every replica",
+        enough and not bad,
+        f"{len(polls)} polls over {len(per_replica)} replicas, not 200: {bad[:4] or 'none'}",
+    )
+
+
+def shared_state_follows(
+    observation: Observation,
+    down_at: float,
+    back_at: float,
+    *,
+    detect_s: float,
+    recover_s: float,
+    replicas: int,
+) -> list[Verdict]:
+    """While Redis is away every replica says so (`ai_shared_state_up` 0 and
+    /health/ai-providers `shared_state` degraded) from `detect_s` after the fault on, and
+    after it ends every replica says ok and 1 again from `recover_s` on, for good."""
+    samples = observation.replica_samples
+    during = [s for s in samples if down_at + detect_s <= s.t < back_at]
+    after = [s for s in samples if s.t >= back_at + recover_s]
+    wrong_during = [
+        (round(s.t, 2), s.replica, s.shared_up, s.shared_state)
+        for s in during
+        if s.shared_up != 0 or s.shared_state != "degraded"
+    ]
+    wrong_after = [
+        (round(s.t, 2), s.replica, s.shared_up, s.shared_state)
+        for s in after
+        if s.shared_up != 1 or s.shared_state != "ok"
+    ]
+    seen_during = len({s.replica for s in during})
+    seen_after = len({s.replica for s in after})
+    # When each replica first said degraded, and first said ok for good after the fault.
+    noticed = [s.t - down_at for s in samples if s.t >= down_at and s.shared_up == 0]
+    healed = [
+        s.t - back_at
+        for i, s in enumerate(samples)
+        if s.t >= back_at and all(x.shared_up == 1 for x in samples[i:])
+    ]
+    first_zero = f" (first 0 {noticed[0]:.2f}s after the fault)" if noticed else ""
+    for_good = f", 1 for good {healed[0]:.2f}s after" if healed else ", never 1 for good"
+    return [
+        verdict(
+            "degraded",
+            "ai_shared_state_up 0 and shared_state degraded while Redis is away",
+            seen_during == replicas and not wrong_during,
+            f"{len(during)} looks at {seen_during} replicas from {detect_s:g}s after the fault"
+            f"{first_zero}" + (f"; otherwise: {wrong_during[:3]}" if wrong_during else ""),
+        ),
+        verdict(
+            "restored",
+            "ai_shared_state_up 1 and shared_state ok once Redis is back",
+            seen_after == replicas and not wrong_after,
+            f"{len(after)} looks at {seen_after} replicas from {recover_s:g}s after{for_good}"
+            + (f"; otherwise: {wrong_after[:3]}" if wrong_after else ""),
+        ),
+    ]
+
+
+def paid_within_budget(observation: Observation, limits: dict[str, float]) -> Verdict:
+    """What the upstream would bill stays under the budget: the calls the network edge saw
+    for each paid provider, each at the cheapest cost the gateway answered one with."""
+    problems = []
+    parts = []
+    for provider, limit in limits.items():
+        costs = [
+            o.cost_usd
+            for o in observation.outcomes
+            if o.ok and o.body is not None and o.body.get("provider") == provider
+        ]
+        calls = _calls(observation, provider)
+        cheapest = min(costs, default=0.0)
+        billed = calls * cheapest
+        parts.append(f"{provider}: {calls} calls x {cheapest:.2e} = {billed:.6f} <= {limit:g}")
+        if billed > limit + 1e-9 or (calls and not costs):
+            problems.append(parts[-1] if costs else f"{provider}: {calls} calls, none answered")
+    return verdict(
+        "paid",
+        "upstream calls x cost within the budget",
+        not problems,
+        "; ".join(problems or parts),
+    )
+
+
+def outage_shares(
+    observation: Observation,
+    provider: str,
+    limit: float,
+    start: float,
+    end: float,
+    *,
+    replicas: int,
+    slack_usd: float,
+) -> Verdict:
+    """While the shared state is unknown a replica spends at most its share of what was
+    left: each replica's spend on `provider` for requests sent in [start, end) is at most
+    (limit - what was spent by answers that came before `start`) / replicas, plus
+    `slack_usd` (the last view a replica had of Redis may miss the other replicas' last
+    reservation). Some replica must have spent from its share, or nothing was shown."""
+    answered = [
+        o
+        for o in observation.outcomes
+        if o.ok and o.body is not None and o.body.get("provider") == provider
+    ]
+    before = sum(o.cost_usd for o in answered if o.started + o.latency_s < start)
+    share = (limit - before) / replicas
+    spends = {
+        r: sum(o.cost_usd for o in answered if o.replica == r and start <= o.started < end)
+        for r in range(replicas)
+    }
+    over = {r: v for r, v in spends.items() if v > share + slack_usd + 1e-12}
+    detail = (
+        f"left at the outage {limit - before:.6f}, share {share:.6f} (+{slack_usd:.1e}); "
+        + ", ".join(f"replica {r} spent {v:.6f}" for r, v in spends.items())
+    )
+    return verdict(
+        "share",
+        "each replica spends at most its share while Redis is away",
+        not over and any(v > 0 for v in spends.values()),
+        detail,
+    )
 
 
 def success_rate(outcomes: list[Outcome]) -> float:

@@ -31,10 +31,16 @@ class Chaos:
         *,
         proxied: tuple[str, ...] = (),
         edge_blind: tuple[str, ...] = (),
+        replicas: int = 1,
+        redis: bool = False,
     ) -> ChaosRun:
         """The gateway as a real process; `proxied` providers are reached through a fault
-        proxy, `edge_blind` ones cannot be counted at the network edge (refused, DNS)."""
-        run = ChaosRun(self.name, self.sandbox, env or {}, proxied, edge_blind)
+        proxy, `edge_blind` ones cannot be counted at the network edge (refused, DNS).
+        `replicas` processes share the ledger; with `redis` they share a redis-server of the
+        run's own too, reached through a fault proxy (`run.redis`)."""
+        run = ChaosRun(
+            self.name, self.sandbox, env or {}, proxied, edge_blind, replicas=replicas, redis=redis
+        )
         self._runs.append(run)
         return await run.start()
 
