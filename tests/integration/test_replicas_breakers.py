@@ -51,6 +51,10 @@ def _replicas(sandbox: Sandbox, redis: RedisServer, tmp_path: Path, **extra: str
         fresh_database_url(),
         REDIS_URL=redis.url,
         REDIS_KEY_PREFIX=f"t{uuid.uuid4().hex[:8]}:",  # nothing left by another test
+        # Two services, the sandbox, Redis and the test share two cores: a 50 ms timeout
+        # missed under that load marks Redis lost for a moment (paid budgets then wait, a
+        # breaker decides alone). A stopped Redis still fails at once (connection refused).
+        REDIS_TIMEOUT_S="0.5",
         GROQ_BREAKER_FAIL_MAX=str(FAIL_MAX),
         GROQ_BREAKER_RESET_TIMEOUT_S=str(RESET_S),
         # Probes would take the half-open trial themselves: only calls do here.

@@ -80,6 +80,7 @@ async def test_two_workers_serve_and_one_scrape_counts_every_request_served(
         sandbox.base_url,
         fresh_database_url(),
         REDIS_URL=redis.url,
+        REDIS_TIMEOUT_S="0.5",  # two workers, the sandbox and Redis on two loaded cores
         METRICS_PORT_BASE=str(free_port_pair()),
     )
     service = ServiceProcess(env, log_path=tmp_path / "service.log", serve_args=("--workers", "2"))
