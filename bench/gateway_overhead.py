@@ -107,6 +107,12 @@ class Processes:
     def redis_pids(self) -> list[int]:
         return [self.redis.pid] if self.redis is not None else []
 
+    def watch(self, service: Service) -> tuple[Service, Service] | None:
+        """(Redis, `service`) when `service` is a shared-mode gateway, for `measured`."""
+        if self.redis is None or service in (self.gateway, self.hop, self.sandbox):
+            return None
+        return (self.redis, service)
+
 
 @dataclass(slots=True)
 class SharedState:
@@ -114,6 +120,7 @@ class SharedState:
 
     name: str
     lost_warnings: int
+    reasons: str  # the exceptions that made it lose Redis, counted
     up_at_end: float | None  # ai_shared_state_up summed over workers at the end
 
 
@@ -158,6 +165,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--no-workers", action="store_true", help="skip the 2-workers against 1 peak row"
     )
+    parser.add_argument(
+        "--redis-timeout-s",
+        type=float,
+        help="REDIS_TIMEOUT_S for the shared-mode gateways (default: the gateway's own)",
+    )
     parser.add_argument("--service-core", type=int, help="core for the gateway (default: first)")
     parser.add_argument("--load-core", type=int, help="core for sandbox + load (default: second)")
     args = parser.parse_args(argv)
@@ -166,6 +178,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         parser.error("--rates needs positive numbers")
     if min(args.duration, args.peak_duration, args.timeout) <= 0 or args.concurrency < 1:
         parser.error("durations, timeout and concurrency must be positive")
+    if args.redis_timeout_s is not None and not 0 < args.redis_timeout_s <= 5:
+        parser.error("--redis-timeout-s must be in (0, 5], as REDIS_TIMEOUT_S")
     return args
 
 
@@ -230,6 +244,7 @@ async def start(
     *,
     hop: bool,
     shared: bool,
+    redis_timeout_s: float | None = None,
 ) -> Processes:
     """Sandbox first (the gateway probes its upstreams at start), then Redis on the load
     core (for the shared mode), then the gateways and the bare hop, all on the service core
@@ -253,6 +268,7 @@ async def start(
             ledger="gateway-shared.db",
             redis_url=redis.base_url,
             redis_prefix="bench-1w:",
+            redis_timeout_s=redis_timeout_s,
         )
         argv = ["-m", "app", "serve", "--workers", "1"]
         shared_gateway = await services.start_http_service(
@@ -270,7 +286,11 @@ async def start(
 
 
 async def start_workers(
-    logs: Path, cores: Cores, procs: Processes, stack: contextlib.ExitStack
+    logs: Path,
+    cores: Cores,
+    procs: Processes,
+    stack: contextlib.ExitStack,
+    redis_timeout_s: float | None = None,
 ) -> Service:
     """The shared-mode gateway with two workers (needs REDIS_URL), allowed on both cores: the
     kernel places the workers, so they share the load core with the generator and Redis.
@@ -282,6 +302,7 @@ async def start_workers(
         ledger="gateway-2w.db",
         redis_url=procs.redis.base_url,
         redis_prefix="bench-2w:",
+        redis_timeout_s=redis_timeout_s,
         metrics_port_base=services.free_ports(2),
     )
     argv = ["-m", "app", "serve", "--workers", "2"]
@@ -313,12 +334,19 @@ async def measured(
     load_pids: Sequence[int],
     load: Callable[[], Awaitable[Samples]],
     redis_pids: Sequence[int] = (),
+    watch: tuple[Service, Service] | None = None,
 ) -> Run:
     """Run one step and the CPU each side spent on it, as a share of one core.
 
     `service_pids` is the service's process tree (a supervisor and its workers), read once
     before the step; Redis, when it runs, is counted apart from the load side and from other.
+    `watch` is (Redis, a shared-mode gateway): the scripts Redis ran during the step and the
+    times that gateway lost Redis, which tell whether its requests took the Redis path or the
+    local fallback a timeout puts it on.
     """
+    if watch is not None:
+        scripts_before = await services.redis_script_calls(watch[0])
+        lost_before = services.log_count(watch[1], REDIS_LOST_LOG)
     started = time.perf_counter()
     service_before = services.cpu_seconds(service_pids)
     load_before = services.cpu_seconds(load_pids)
@@ -330,7 +358,7 @@ async def measured(
     load_cpu = services.cpu_seconds(load_pids) - load_before
     redis = services.cpu_seconds(redis_pids) - redis_before
     other = services.system_busy_seconds() - system_before - service - load_cpu - redis
-    return Run(
+    run = Run(
         target,
         samples,
         service / wall,
@@ -338,6 +366,11 @@ async def measured(
         max(0.0, other) / wall,
         redis_cpu=redis / wall if redis_pids else None,
     )
+    if watch is None:
+        return run
+    scripts = await services.redis_script_calls(watch[0]) - scripts_before
+    lost = services.log_count(watch[1], REDIS_LOST_LOG) - lost_before
+    return replace(run, redis_scripts=scripts, redis_lost=lost)
 
 
 async def open_loop_steps(
@@ -362,6 +395,7 @@ async def open_loop_steps(
             load_pids,
             partial(open_loop, sessions[target.name], target, rate, args.duration, limits),
             procs.redis_pids,
+            procs.watch(service),
         )
         after = await services.scrape_histogram(admin, service.base_url, OVERHEAD_METRIC)
         return replace(run, overhead_mean_s=after.mean_since(before))
@@ -403,6 +437,7 @@ async def peak_run(
     service_pid: int,
     load_pids: Sequence[int],
     redis_pids: Sequence[int] = (),
+    watch: tuple[Service, Service] | None = None,
 ) -> Run:
     limits = Limits(args.timeout, args.max_requests * 4)
     run = await measured(
@@ -411,6 +446,7 @@ async def peak_run(
         load_pids,
         partial(closed_loop, session, target, args.concurrency, args.peak_duration, limits),
         redis_pids,
+        watch,
     )
     await asyncio.sleep(args.pause)
     return run
@@ -442,6 +478,7 @@ async def bench(args: argparse.Namespace, cores: Cores, logs: Path) -> Results:
             stack,
             hop=not args.no_reference,
             shared=shared_skipped is None,
+            redis_timeout_s=args.redis_timeout_s,
         )
         baseline, gateway = targets(procs)
         shared = gateway_target(SHARED, procs.shared) if procs.shared is not None else None
@@ -474,7 +511,7 @@ async def bench(args: argparse.Namespace, cores: Cores, logs: Path) -> Results:
             workers: Service | None = None
             workers_target = None
             if shared is not None and not args.no_workers:
-                workers = await start_workers(logs, cores, procs, stack)
+                workers = await start_workers(logs, cores, procs, stack, args.redis_timeout_s)
                 workers_target = gateway_target(WORKERS2, workers)
                 await sanity_check(sessions[WORKERS2], workers_target, provider=True)
                 await open_loop(sessions[WORKERS2], workers_target, warm_rate, args.warmup, limits)
@@ -489,7 +526,13 @@ async def bench(args: argparse.Namespace, cores: Cores, logs: Path) -> Results:
             for target in peak_order(baseline, gateway, shared, workers_target):
                 service = service_of[target.name]
                 run = await peak_run(
-                    args, sessions[target.name], target, service.pid, load_pids, procs.redis_pids
+                    args,
+                    sessions[target.name],
+                    target,
+                    service.pid,
+                    load_pids,
+                    procs.redis_pids,
+                    procs.watch(service) if target.name != baseline.name else None,
                 )
                 peaks.append(run)
             memory_peak = services.memory(procs.gateway.pid)
@@ -526,7 +569,9 @@ async def shared_state(admin: aiohttp.ClientSession, service: Service) -> Shared
     up = None
     with contextlib.suppress(aiohttp.ClientError, TimeoutError):
         up = await services.scrape_total(admin, service.base_url, SHARED_UP_METRIC)
-    return SharedState(service.name, services.log_count(service, REDIS_LOST_LOG), up)
+    reasons = services.log_reasons(service, REDIS_LOST_LOG)
+    text = ", ".join(f"{name} {count}" for name, count in reasons.most_common())
+    return SharedState(service.name, sum(reasons.values()), text, up)
 
 
 def header(args: argparse.Namespace, cores: Cores, results: Results) -> str:
@@ -550,7 +595,8 @@ def header(args: argparse.Namespace, cores: Cores, results: Results) -> str:
         lines.append(
             f"shared mode: redis-server {_redis_version()} (no persistence) on core "
             f"{_cores(results.redis_cores)} with the sandbox and the load generator; "
-            f"gateway with REDIS_URL, --workers 1, on core {_cores(results.shared_cores)}"
+            f"gateway with REDIS_URL, --workers 1, on core {_cores(results.shared_cores)}; "
+            f"REDIS_TIMEOUT_S {_redis_timeout(args)}"
         )
     if results.workers_cores is not None:
         lines.append(
@@ -565,6 +611,14 @@ def header(args: argparse.Namespace, cores: Cores, results: Results) -> str:
         f"request timeout {args.timeout:g} s"
     )
     return "\n".join(lines)
+
+
+def _redis_timeout(args: argparse.Namespace) -> str:
+    if args.redis_timeout_s is None:
+        from app.core.settings import Settings
+
+        return f"the gateway's default ({Settings.model_fields['redis_timeout_s'].default:g} s)"
+    return f"{args.redis_timeout_s:g} s (--redis-timeout-s, not the default)"
 
 
 def _cores(cores: set[int] | None) -> str:
@@ -657,7 +711,16 @@ def shared_comparison(results: Results) -> str:
     if gw is None or shared is None:
         return f"Shared mode (REDIS_URL): {results.shared_skipped or 'not run'}"
     headers = ["figure", "in-process", "shared", "shared vs in-process", "target", "verdict"]
+    headers += ["shared: redis scripts/req"]
+    # The Redis path's round trips per request: the shared run at the lowest rate, where
+    # nothing should time out. A row well below it ran mostly on the local fallback.
+    steady = next((s.shared.redis_per_request for s in results.steps if s.shared), None)
+
+    def on_fallback(per_request: float | None) -> bool:
+        return steady is not None and per_request is not None and per_request < 0.9 * steady
+
     ratio = shared.requests_s / gw.requests_s if gw.requests_s else float("nan")
+    starred = on_fallback(shared.redis_per_request)
     rows = [
         [
             f"peak requests/s (mean of {gw.rounds}/{shared.rounds} rounds)",
@@ -665,7 +728,9 @@ def shared_comparison(results: Results) -> str:
             f"{shared.requests_s:.1f}",
             f"ratio {ratio:.2f}",
             f">= {TARGET_SHARED_PEAK_SHARE:.2f}",
-            verdict(ratio >= TARGET_SHARED_PEAK_SHARE if gw.requests_s else None),
+            verdict(ratio >= TARGET_SHARED_PEAK_SHARE if gw.requests_s else None)
+            + (" *" if starred else ""),
+            shared.redis_path,
         ]
     ]
     limit = TARGET_SHARED_ADDED_P50_S
@@ -676,6 +741,7 @@ def shared_comparison(results: Results) -> str:
             in_process, with_redis = added(step, q), added(step, q, step.shared)
             delta = with_redis - in_process
             judged = q == 0.50
+            star = " *" if on_fallback(step.shared.redis_per_request) else ""
             rows.append(
                 [
                     f"added p{q * 100:.0f} at {step.rate:g}/s (ms)",
@@ -683,20 +749,37 @@ def shared_comparison(results: Results) -> str:
                     ms(with_redis),
                     f"{delta * 1000:+.2f} ms",
                     f"<= +{limit * 1000:g} ms" if judged else "-",
-                    verdict(delta <= limit) if judged else "-",
+                    verdict(delta <= limit) + star if judged else "-",
+                    step.shared.redis_path,
                 ]
             )
+            starred = starred or bool(star)
     gw_cpu, shared_cpu = gw.cpu_per_request_s, shared.cpu_per_request_s
     cpu_ratio = f"ratio {shared_cpu / gw_cpu:.2f}" if gw_cpu and shared_cpu else "-"
-    rows.append(["gateway CPU ms/request at peak", ms(gw_cpu), ms(shared_cpu), cpu_ratio, "-", "-"])
     rows.append(
-        ["redis-server CPU ms/request at peak", "-", ms(shared.redis_per_request_s), "-", "-", "-"]
+        ["gateway CPU ms/request at peak", ms(gw_cpu), ms(shared_cpu), cpu_ratio, "-", "-", "-"]
     )
-    lines = [table(headers, rows)]
+    redis_cpu = ms(shared.redis_per_request_s)
+    rows.append(["redis-server CPU ms/request at peak", "-", redis_cpu, "-", "-", "-", "-"])
+    lines = [
+        table(headers, rows),
+        "redis scripts/req: Redis round trips per answered request (every process's scripts "
+        "over the step, background polls included) and the times this gateway lost Redis; a "
+        "figure below the low-rate one means requests were served by the local fallback "
+        "(after an operation over REDIS_TIMEOUT_S), not the Redis path.",
+    ]
+    if starred:
+        lines.append(
+            "* this row made under 90% of the Redis round trips per request of the lowest "
+            "rate: most of its requests took the local fallback, so its verdict is not one "
+            "of the Redis path (see --redis-timeout-s)."
+        )
     for state in results.shared_states or []:
         up = "?" if state.up_at_end is None else f"{state.up_at_end:g}"
         lines.append(
-            f"{state.name}: Redis lost {state.lost_warnings} time(s) during the run "
+            f"{state.name}: Redis lost {state.lost_warnings} time(s) during the run"
+            + (f" ({state.reasons})" if state.reasons else "")
+            + " "
             f"(log '{REDIS_LOST_LOG}'); {SHARED_UP_METRIC} at the end: {up}"
         )
     return "\n".join(lines)
@@ -708,6 +791,7 @@ def workers_comparison(results: Results) -> str | None:
     if one is None or two is None:
         return None
     headers = ["workers", "cores", "requests/s", "gateway CPU ms/req", "redis ms/req"]
+    headers += ["redis scripts/req"]
     rows = [
         [
             label,
@@ -715,6 +799,7 @@ def workers_comparison(results: Results) -> str | None:
             f"{peak.requests_s:.1f}",
             ms(peak.cpu_per_request_s),
             ms(peak.redis_per_request_s),
+            peak.redis_path,
         ]
         for label, cores, peak in (
             ("1", results.shared_cores, one),

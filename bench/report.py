@@ -20,6 +20,25 @@ class Run:
     other_cpu: float  # share of one core used by every other process: noise if not ~0
     overhead_mean_s: float | None = None  # from the gateway's own /metrics, if it is the target
     redis_cpu: float | None = None  # share of one core used by redis-server (shared mode runs)
+    # For a shared-mode gateway: the scripts Redis ran during the step (every process's,
+    # background included) and how many times this gateway lost Redis (a timeout) meanwhile.
+    redis_scripts: int | None = None
+    redis_lost: int | None = None
+
+    @property
+    def redis_per_request(self) -> float | None:
+        """Redis scripts per answered request: the gateway's Redis round trips per request."""
+        if self.redis_scripts is None or not self.samples.ok:
+            return None
+        return self.redis_scripts / self.samples.ok
+
+    @property
+    def redis_path(self) -> str:
+        """Redis scripts per answered request and losses, e.g. "2.01 (0 lost)"; "-" if the
+        run was not a shared-mode gateway's. Fewer scripts than the steady figure means
+        requests were served by the local fallback after Redis was lost."""
+        per = self.redis_per_request
+        return "-" if per is None else f"{per:.2f} ({self.redis_lost} lost)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +133,7 @@ def open_loop_table(steps: Sequence[OpenStep]) -> str:
     """Every open-loop run: what was sent, what came back, and who was busy."""
     headers = ["rate/s", "target", "sent", "errors", "achieved/s", "p50 ms", "p99 ms"]
     headers += ["max ms", "send-lag p99 ms", "svc CPU", "load CPU", "other CPU"]
+    headers += ["redis scripts/req"]
     rows = []
     for step in steps:
         for run in step.runs:
@@ -132,6 +152,7 @@ def open_loop_table(steps: Sequence[OpenStep]) -> str:
                     pct(run.service_cpu),
                     pct(run.load_core_cpu),
                     other(run),
+                    run.redis_path,
                 ]
             )
     return table(headers, rows)
@@ -201,6 +222,7 @@ def redis_cpu_per_request_s(run: Run) -> float | None:
 def peak_table(runs: Sequence[Run]) -> str:
     headers = ["target", "requests/s", "ok", "errors", "p50 ms", "p99 ms", "svc CPU"]
     headers += ["svc CPU ms/req", "redis CPU", "redis ms/req", "load CPU", "other CPU"]
+    headers += ["redis scripts/req"]
     rows = [
         [
             run.target,
@@ -215,6 +237,7 @@ def peak_table(runs: Sequence[Run]) -> str:
             ms(redis_cpu_per_request_s(run)),
             pct(run.load_core_cpu),
             other(run),
+            run.redis_path,
         ]
         for run in runs
     ]
@@ -230,6 +253,8 @@ class Peak:
     cpu_per_request_s: float | None
     redis_per_request_s: float | None
     rounds: int
+    redis_path: str = "-"  # Redis scripts per request over the rounds, and losses
+    redis_per_request: float | None = None
 
 
 def peak_of(runs: Sequence[Run], target: str) -> Peak | None:
@@ -242,11 +267,20 @@ def peak_of(runs: Sequence[Run], target: str) -> Peak | None:
         known = [v for v in values if v is not None]
         return sum(known) / len(known) if known and len(known) == len(values) else None
 
+    path, per = "-", None
+    scripts = [run.redis_scripts for run in mine if run.redis_scripts is not None]
+    ok = sum(run.samples.ok for run in mine)
+    if len(scripts) == len(mine) and ok:
+        lost = sum(run.redis_lost or 0 for run in mine)
+        per = sum(scripts) / ok
+        path = f"{per:.2f} ({lost} lost)"
     return Peak(
         sum(run.samples.throughput for run in mine) / len(mine),
         mean([cpu_per_request_s(run) for run in mine]),
         mean([redis_cpu_per_request_s(run) for run in mine]),
         len(mine),
+        path,
+        per,
     )
 
 

@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import cache
@@ -213,6 +214,7 @@ def gateway_env(
     ledger: str = "gateway.db",
     redis_url: str | None = None,
     redis_prefix: str = "gw:",
+    redis_timeout_s: float | None = None,
     metrics_port_base: int | None = None,
 ) -> dict[str, str]:
     """The gateway wired to the sandbox, every provider configured, its ledger in `workdir`.
@@ -249,6 +251,8 @@ def gateway_env(
     if redis_url is not None:
         env["REDIS_URL"] = redis_url
         env["REDIS_KEY_PREFIX"] = redis_prefix
+        if redis_timeout_s is not None:
+            env["REDIS_TIMEOUT_S"] = str(redis_timeout_s)
     if metrics_port_base is not None:
         env["METRICS_PORT_BASE"] = str(metrics_port_base)
     return env
@@ -329,6 +333,26 @@ async def start_redis(logs: Path, cores: set[int]) -> Service:
     raise ServiceError(f"redis-server not ready in {START_TIMEOUT_S:.0f}s")
 
 
+async def redis_script_calls(redis: Service) -> int:
+    """How many scripts (EVALSHA, EVAL) Redis has run so far, from INFO commandstats.
+
+    Every read-modify-write of the shared mode is one script, so the difference over a step
+    divided by its requests is the gateway's Redis round trips per request. Plain commands
+    are not counted: commandstats cannot tell a client's GET from one inside a script."""
+    port = int(redis.base_url.rsplit(":", 1)[1].split("/")[0])
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(b"*2\r\n$4\r\nINFO\r\n$12\r\ncommandstats\r\n")
+        header = await asyncio.wait_for(reader.readline(), 5)
+        if not header.startswith(b"$"):
+            raise ServiceError(f"redis INFO answered {header[:80]!r}")
+        body = await asyncio.wait_for(reader.readexactly(int(header[1:]) + 2), 5)
+    finally:
+        writer.close()
+    found = re.findall(rb"^cmdstat_(?:evalsha|eval|evalsha_ro|eval_ro):calls=(\d+)", body, re.M)
+    return sum(int(calls) for calls in found)
+
+
 async def wait_workers(service: Service, workers: int) -> None:
     """With several workers, wait until the merged /metrics says every one is up (the first
     /health/live answer only proves that one of them is)."""
@@ -348,6 +372,21 @@ async def wait_workers(service: Service, workers: int) -> None:
                     return
             await asyncio.sleep(0.2)
     raise ServiceError(f"{service.name}: not all {workers} workers up:\n{service.log_tail()}")
+
+
+def log_reasons(service: Service, text: str) -> Counter[str]:
+    """What follows `text: ` on each log line containing it (e.g. why Redis was lost:
+    TimeoutError, MaxConnectionsError), counted."""
+    try:
+        lines = service.log_path.read_text(errors="replace").splitlines()
+    except OSError:
+        return Counter()
+    reasons: Counter[str] = Counter()
+    for line in lines:
+        if text in line:
+            rest = line.split(text, 1)[1].lstrip(": ").split()
+            reasons[rest[0] if rest else "?"] += 1
+    return reasons
 
 
 def log_count(service: Service, text: str) -> int:
