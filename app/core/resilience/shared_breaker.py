@@ -304,7 +304,7 @@ class SharedBreakers:
         now = self._clock.monotonic()
         kind = kind.decode() if isinstance(kind, bytes) else str(kind)
         if kind == "taken":
-            fleet.lease_until = now + int(ms) / 1000
+            fleet.lease_until = self._lease_end(now, int(ms))
             fleet.elsewhere_until = 0.0
             return
         fleet.next_take = now + RETRY_TAKE_S
@@ -321,7 +321,12 @@ class SharedBreakers:
                 self._extend, [fleet.lease], [self._shared.replica_id, fleet.trial_ttl_ms]
             )
             if kept:
-                fleet.lease_until = self._clock.monotonic() + fleet.trial_ttl_ms / 1000
+                fleet.lease_until = self._lease_end(self._clock.monotonic(), fleet.trial_ttl_ms)
+
+    def _lease_end(self, now: float, ttl_ms: int) -> float:
+        """When our lease ends, by our clock: Redis started its TTL up to one round trip
+        (REDIS_TIMEOUT_S at most) before we read the answer, so we stop that much earlier."""
+        return now + ttl_ms / 1000 - self._shared.timeout_s
 
     async def _give_back(self, fleet: _Fleet) -> None:
         with contextlib.suppress(SharedStateDown):
