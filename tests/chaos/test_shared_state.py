@@ -44,7 +44,6 @@ MAX_TOKENS = 16
 LONG_ANSWER = "word " * 200
 HEARTBEAT_S = 0.2  # REDIS_HEARTBEAT_S: a lost Redis is confirmed after max(1 s, 2 beats)
 REDIS_TIMEOUT_S = 0.05  # the default, stated so the bounds below can use it
-CONFIRM_S = max(1.0, 2 * HEARTBEAT_S)
 LEASE_MARGIN_S = 5.0  # a reservation's lease: the call's deadline plus this (README)
 # From a fault to every replica saying so: one heartbeat (or an operation) failing, plus the
 # watcher's 100 ms between looks and the loaded machine.
@@ -125,14 +124,16 @@ async def reconciled(run: ChaosRun, timeout_s: float = 6.0) -> Verdict:
     )
 
 
-def exhausted(observation_outcomes: list[Outcome], limit: float) -> Verdict:
-    spent = sum(o.cost_usd for o in paid(observation_outcomes))
+def exhausted(outcomes: list[Outcome], limit: float) -> Verdict:
+    """The budget really ran out, so the scenario tested a budget under pressure (the load
+    would have passed it several times over), not one with room to spare."""
+    spent = sum(o.cost_usd for o in paid(outcomes))
     return verdict(
         "exhausted",
         "the load really spent the budget (it would have passed it several times over)",
         spent >= 0.8 * limit,
-        f"{spent:.6f} of {limit:g} spent by {len(paid(observation_outcomes))} paid answers "
-        f"for {len(observation_outcomes)} requests",
+        f"{spent:.6f} of {limit:g} spent by {len(paid(outcomes))} paid answers "
+        f"for {len(outcomes)} requests",
     )
 
 
@@ -302,6 +303,10 @@ async def _redis_latency(
     )
 
 
+# Scheduling noise on a loaded 2-core machine, on top of the bound on the slowest request.
+SLOP_S = 0.2
+
+
 def bounded(before: list[Outcome], during: list[Outcome], timeout_s: float) -> Verdict:
     """A slow Redis is not a slow gateway: once an operation has timed out the replica knows
     Redis is away and the request path reads local memory, so a request pays at most one
@@ -313,14 +318,14 @@ def bounded(before: list[Outcome], during: list[Outcome], timeout_s: float) -> V
     base = [o.latency_s for o in before]
     slow = [o.latency_s for o in during]
     p50_ok = statistics.median(slow) <= statistics.median(base) + timeout_s
-    max_ok = max(slow) <= max(base) + 2 * timeout_s + 0.1
+    max_ok = max(slow) <= max(base) + 2 * timeout_s + SLOP_S
     return verdict(
         "bounded",
         "Redis timeouts do not stack on a request",
         p50_ok and max_ok,
         f"median {statistics.median(base) * 1000:.0f} -> {statistics.median(slow) * 1000:.0f}"
         f" ms (bound +{timeout_s * 1000:.0f}), slowest {max(base) * 1000:.0f} -> "
-        f"{max(slow) * 1000:.0f} ms (bound +{(2 * timeout_s + 0.1) * 1000:.0f})",
+        f"{max(slow) * 1000:.0f} ms (bound +{(2 * timeout_s + SLOP_S) * 1000:.0f})",
     )
 
 
