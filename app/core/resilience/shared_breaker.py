@@ -425,7 +425,8 @@ class SharedBreakers:
                         )
                         if message is not None and message.get("type") == "message":
                             self.on_message(message["data"])
-                except (RedisError, OSError, TimeoutError):
+                # RuntimeError: uvloop's "handler is closed" on a connection Redis reset.
+                except (RedisError, OSError, TimeoutError, RuntimeError):
                     await _drop(pubsub)
                     pubsub = None
                     await asyncio.sleep(min(self._poll_s, max(0.0, next_poll - loop.time())))
@@ -451,7 +452,7 @@ class SharedBreakers:
 
 async def _drop(pubsub: PubSub | None) -> None:
     if pubsub is not None:
-        with contextlib.suppress(RedisError, OSError, TimeoutError):
+        with contextlib.suppress(RedisError, OSError, TimeoutError, RuntimeError):
             await pubsub.aclose()  # type: ignore[no-untyped-call]
 
 
