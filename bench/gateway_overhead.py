@@ -523,6 +523,7 @@ async def bench(args: argparse.Namespace, cores: Cores, logs: Path) -> Results:
             if workers is not None:
                 service_of[WORKERS2] = workers
             peaks = []
+            workers_state = workers_cores = None
             for target in peak_order(baseline, gateway, shared, workers_target):
                 service = service_of[target.name]
                 run = await peak_run(
@@ -535,6 +536,14 @@ async def bench(args: argparse.Namespace, cores: Cores, logs: Path) -> Results:
                     procs.watch(service) if target.name != baseline.name else None,
                 )
                 peaks.append(run)
+                if workers is not None and service is workers:
+                    # Stopped at once: idle, its three processes would still take a few
+                    # percent of both cores from the rounds after it.
+                    workers_state = await shared_state(admin, workers)
+                    workers_cores = services.tree_affinity(workers.pid)
+                    await sessions[WORKERS2].close()
+                    services.stop(workers)
+                    await asyncio.sleep(args.pause)
             memory_peak = services.memory(procs.gateway.pid)
             if hop is not None and procs.hop is not None:
                 peaks.append(
@@ -545,8 +554,8 @@ async def bench(args: argparse.Namespace, cores: Cores, logs: Path) -> Results:
             shared_states = None
             if procs.shared is not None:
                 shared_states = [await shared_state(admin, procs.shared)]
-                if workers is not None:
-                    shared_states.append(await shared_state(admin, workers))
+                if workers_state is not None:
+                    shared_states.append(workers_state)
         return Results(
             steps,
             peaks,
@@ -555,7 +564,7 @@ async def bench(args: argparse.Namespace, cores: Cores, logs: Path) -> Results:
             memory_peak,
             gateway_cores=services.affinity(procs.gateway.pid),
             shared_cores=services.affinity(procs.shared.pid) if procs.shared else None,
-            workers_cores=services.tree_affinity(workers.pid) if workers else None,
+            workers_cores=workers_cores,
             redis_cores=services.affinity(procs.redis.pid) if procs.redis else None,
             shared_memory=services.memory(procs.shared.pid) if procs.shared else None,
             shared_states=shared_states,
