@@ -10,6 +10,7 @@ from app.core.settings import Settings
 from app.main import create_app
 from infra.sandbox.literature.client import LiteratureSandbox
 from tests.support.client import gateway_client
+from tests.support.redis import RedisServer
 from tests.support.sandbox import Sandbox, sandbox_settings
 
 ClientFactory = Callable[..., Any]
@@ -42,3 +43,19 @@ def lit(sandbox: Sandbox, lit_module: LiteratureSandbox) -> Iterator[LiteratureS
     lit_module.reset()
     yield lit_module
     lit_module.reset()
+
+
+@pytest.fixture(scope="module")
+def redis_server() -> Iterator[RedisServer]:
+    """A redis-server of the module's own on a free port (tests may stop and restart it)."""
+    server = RedisServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis(redis_server: RedisServer) -> RedisServer:
+    """The module's Redis, running (a test before may have stopped it)."""
+    if redis_server.process is None:
+        redis_server.start()
+    return redis_server

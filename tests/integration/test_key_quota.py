@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import re
 import uuid
-from collections.abc import Iterator
 from contextlib import AsyncExitStack
 from typing import Any
 
@@ -70,13 +69,6 @@ async def test_a_key_at_its_daily_quota_is_skipped_and_the_gauge_says_so(
 
 
 # -- two replicas, one Redis --------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def redis_server() -> Iterator[RedisServer]:
-    server = RedisServer().start()
-    yield server
-    server.stop()
 
 
 class Replicas:

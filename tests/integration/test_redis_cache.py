@@ -6,7 +6,7 @@ process's memory."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
 import pytest
@@ -33,20 +33,6 @@ pytestmark = needs_redis
 
 PLAN = [Route(ProviderName.GROQ, ("llama-3.1-8b-instant",))]
 TTL_S = 60.0
-
-
-@pytest.fixture(scope="module")
-def redis_server() -> Iterator[RedisServer]:
-    server = RedisServer().start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def redis(redis_server: RedisServer) -> RedisServer:
-    if redis_server.process is None:
-        redis_server.start()
-    return redis_server
 
 
 @dataclass

@@ -30,21 +30,6 @@ FAIL_MAX = 3
 RESET_S = 3.0
 
 
-@pytest.fixture(scope="module")
-def redis_server() -> Iterator[RedisServer]:
-    server = RedisServer().start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def redis(redis_server: RedisServer) -> RedisServer:
-    """The module's Redis, running (a test may have stopped it)."""
-    if redis_server.process is None:
-        redis_server.start()
-    return redis_server
-
-
 def _replicas(sandbox: Sandbox, redis: RedisServer, tmp_path: Path, **extra: str) -> Any:
     env = sandbox_env(
         sandbox.base_url,

@@ -9,11 +9,9 @@ import signal
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
-import pytest
 
 from app.modules.ai.providers.keys import key_id
 from tests.support.client import AUTH_HEADERS
@@ -22,13 +20,6 @@ from tests.support.sandbox import GROQ_KEYS, Sandbox, fresh_database_url
 from tests.support.service import ServiceProcess, sandbox_env
 
 pytestmark = needs_redis
-
-
-@pytest.fixture(scope="module")
-def redis_server() -> Iterator[RedisServer]:
-    server = RedisServer().start()
-    yield server
-    server.stop()
 
 
 def _start_pair(sandbox: Sandbox, redis_url: str, **extra: str) -> list[ServiceProcess]:

@@ -12,7 +12,7 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -30,20 +30,6 @@ RESET_S = 0.4
 # Longer than any "call" these tests hold a trial for (a real trial is bounded by the call's
 # own timeout, which the lease outlives).
 TRIAL_TTL_S = 1.5
-
-
-@pytest.fixture(scope="module")
-def redis_server() -> Iterator[RedisServer]:
-    server = RedisServer().start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def redis(redis_server: RedisServer) -> RedisServer:
-    if redis_server.process is None:
-        redis_server.start()
-    return redis_server
 
 
 class Replica:
