@@ -48,6 +48,9 @@ return redis.call('ZCARD', KEYS[1])
 """
 
 OnUp = Callable[[], Awaitable[None]]
+# Connections to Redis per process: requests in flight each hold one for one script's round
+# trip, plus the pub/sub subscribers; Redis accepts 10 000 clients by default.
+_MAX_CONNECTIONS = 256
 
 
 class SharedStateDown(Exception):
@@ -73,8 +76,13 @@ class SharedState:
         # Replicas alive at the last heartbeat that reached Redis, this one included.
         self.live_replicas = 1
         self._heartbeat_s = heartbeat_s
-        self._client: redis.Redis = redis.Redis.from_url(
+        # A pool that waits for a free connection (within the operation's timeout) rather
+        # than redis-py's default, which fails at once past 100 connections: under a burst
+        # that made a healthy Redis look down and sent requests to the local fallback.
+        pool = redis.BlockingConnectionPool.from_url(
             url,
+            max_connections=_MAX_CONNECTIONS,
+            timeout=None,
             # No socket_timeout: redis-py then writes through asyncio.wait_for, which on
             # Python 3.11 can swallow a cancellation that lands as the write completes (a
             # caller gone mid-call would not stop). `run` and `call` bound every operation
@@ -84,6 +92,7 @@ class SharedState:
             retry=Retry(NoBackoff(), 0),
             health_check_interval=0,
         )
+        self._client: redis.Redis = redis.Redis.from_pool(pool)  # closes the pool with it
         self._heartbeat = self.script(_HEARTBEAT)
         self._on_up: list[OnUp] = []
         self._tasks: set[asyncio.Task[None]] = set()

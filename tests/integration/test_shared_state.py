@@ -128,3 +128,20 @@ async def test_a_caller_cancelled_mid_call_is_cancelled(server: RedisServer) -> 
         assert await state.run(incr, [state.key("n")], [0]) >= 1  # the pool still works
     finally:
         await state.aclose()
+
+
+async def test_a_burst_beyond_the_pool_waits_for_a_connection(server: RedisServer) -> None:
+    """More calls at once than the pool has connections: they queue for one (within the
+    timeout) instead of failing, so a burst never makes a healthy Redis look down."""
+    state = SharedState(server.url, prefix="t:", timeout_s=5)
+    slow = state.script("redis.call('INCR', KEYS[1]); return redis.call('GET', KEYS[1])")
+    try:
+        results = await asyncio.gather(
+            *(state.run(slow, [state.key("burst")], []) for _ in range(600)),
+            return_exceptions=True,
+        )
+        assert [r for r in results if isinstance(r, BaseException)] == []
+        assert state.up
+        assert int(await state.call("GET", state.key("burst"))) == 600
+    finally:
+        await state.aclose()
