@@ -59,3 +59,11 @@ def redis(redis_server: RedisServer) -> RedisServer:
     if redis_server.process is None:
         redis_server.start()
     return redis_server
+
+
+@pytest.fixture
+def server() -> Iterator[RedisServer]:
+    """A redis-server of the test's own, to pause, stop and start empty."""
+    redis_server = RedisServer().start()
+    yield redis_server
+    redis_server.stop()

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -32,22 +32,6 @@ NOON = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
 TODAY = ("d", "2026-03-10")
 THIS_MONTH = ("m", "2026-03")
 NANO = 10**9
-
-
-@pytest.fixture(scope="module")
-def shared_redis() -> Iterator[RedisServer]:
-    """One server for the tests that never stop it (each cluster has its own key prefix)."""
-    server = RedisServer().start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def server() -> Iterator[RedisServer]:
-    """A server of the test's own, to pause, stop and start empty."""
-    redis_server = RedisServer().start()
-    yield redis_server
-    redis_server.stop()
 
 
 @pytest.fixture(scope="module")
@@ -102,7 +86,7 @@ async def pair(server: RedisServer, clock: ManualClock) -> AsyncIterator[Cluster
     ),
 )
 async def test_concurrent_reservations_hold_all_budgets_or_none_and_never_pass_one(
-    shared_redis: RedisServer,
+    redis_server: RedisServer,
     ledger_url: str,
     openai: int,
     total: int,
@@ -116,7 +100,7 @@ async def test_concurrent_reservations_hold_all_budgets_or_none_and_never_pass_o
     micro = 1e-6
     clock = ManualClock(wall=NOON)
     cluster = await Cluster.start(
-        shared_redis.url,
+        redis_server.url,
         clock,
         ledger_url,
         migrated=True,

@@ -10,7 +10,7 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 from hypothesis import given, settings
@@ -31,13 +31,6 @@ from tests.support.redis import RedisServer, needs_redis
 pytestmark = needs_redis
 
 KEYS = [SecretStr(f"gsk-shared-{i}") for i in range(3)]
-
-
-@pytest.fixture
-def server() -> Iterator[RedisServer]:
-    redis_server = RedisServer().start()
-    yield redis_server
-    redis_server.stop()
 
 
 class Replica:

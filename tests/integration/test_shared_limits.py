@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
@@ -31,22 +31,6 @@ from tests.support.redis import RedisServer, needs_redis
 pytestmark = needs_redis
 
 
-@pytest.fixture(scope="module")
-def shared_redis() -> Iterator[RedisServer]:
-    """One server for the tests that never stop it (each test has its own key prefix)."""
-    server = RedisServer().start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def server() -> Iterator[RedisServer]:
-    """A server of the test's own, to stop and start empty."""
-    redis_server = RedisServer().start()
-    yield redis_server
-    redis_server.stop()
-
-
 class Pair:
     """Two replicas' handles on one Redis, under a prefix of their own."""
 
@@ -64,8 +48,8 @@ class Pair:
 
 
 @pytest.fixture
-async def pair(shared_redis: RedisServer) -> AsyncIterator[Pair]:
-    replicas = Pair(shared_redis.url)
+async def pair(redis_server: RedisServer) -> AsyncIterator[Pair]:
+    replicas = Pair(redis_server.url)
     await replicas.beat()
     yield replicas
     await replicas.aclose()
@@ -106,12 +90,12 @@ async def _eventually_get(state: SharedState, key: str, want: bytes) -> bytes | 
     calls=st.lists(st.integers(min_value=0, max_value=400), min_size=1, max_size=80),
 )
 async def test_two_replicas_together_never_pass_one_rpm_or_tpm(
-    shared_redis: RedisServer, rpm: int, tpm: int | None, calls: list[int]
+    redis_server: RedisServer, rpm: int, tpm: int | None, calls: list[int]
 ) -> None:
     """Concurrent acquisitions from two replicas: the requests granted (and their tokens)
     stay under the one limit, plus what refilled while they ran (rpm/60 per second); and as
     long as a limit is not reached, nothing is refused."""
-    replicas = Pair(shared_redis.url)
+    replicas = Pair(redis_server.url)
     try:
         await replicas.beat()
         a, b = _limiters(replicas, ManualClock(), rpm=rpm, tpm=tpm)

@@ -8,7 +8,6 @@ import asyncio
 import os
 import signal
 import time
-from collections.abc import Iterator
 
 import pytest
 
@@ -18,13 +17,6 @@ from tests.support.redis import RedisServer, needs_redis
 pytestmark = needs_redis
 
 INCR = "return redis.call('INCRBY', KEYS[1], ARGV[1])"
-
-
-@pytest.fixture
-def server() -> Iterator[RedisServer]:
-    redis_server = RedisServer().start()
-    yield redis_server
-    redis_server.stop()
 
 
 async def test_a_script_runs_by_sha_and_survives_a_restart_empty(server: RedisServer) -> None:
