@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from tests.chaos.harness import ChaosRun, Outcome
+from tests.chaos.harness import ChaosRun, Observation, Outcome
 from tests.chaos.invariants import (
     Expect,
     Verdict,
@@ -185,31 +185,42 @@ async def _redis_outage(chaos: Chaos, *, shared: bool = True) -> None:
         Expect(
             max_upstream=requests,
             upstream_why="1 call per request: a budget refusal is a skip without a call",
-            extra=[
-                stays_ready(observation),
-                *shared_state_follows(
-                    observation,
-                    times["down"],
-                    times["back"],
-                    detect_s=DETECT_S,
-                    recover_s=RECOVER_S,
-                    replicas=2,
-                ),
-                paid_within_budget(observation, {PAID: limit}),
-                outage_shares(
-                    observation,
-                    PAID,
-                    limit,
-                    times["down"],
-                    times["back"],
-                    replicas=2,
-                    slack_usd=worst_case(name),
-                ),
-                settled,
-                exhausted(observation.outcomes, limit),
-            ],
+            extra=outage_checks(observation, name, limit, (times["down"], times["back"]), settled),
         ),
     )
+
+
+def outage_checks(
+    observation: Observation,
+    scenario: str,
+    limit: float,
+    fault: tuple[float, float],
+    settled: Verdict,
+    *more: Verdict,
+) -> list[Verdict]:
+    """What must hold around a Redis fault from `fault[0]` to `fault[1]`: ready throughout,
+    shared state degraded and restored, the budget never passed in total nor beyond each
+    replica's share, spend reconciled, and the budget really used up."""
+    start, end = fault
+    return [
+        stays_ready(observation),
+        *shared_state_follows(
+            observation, start, end, detect_s=DETECT_S, recover_s=RECOVER_S, replicas=2
+        ),
+        *more,
+        paid_within_budget(observation, {PAID: limit}),
+        outage_shares(
+            observation,
+            PAID,
+            limit,
+            start,
+            end,
+            replicas=2,
+            slack_usd=worst_case(scenario),
+        ),
+        settled,
+        exhausted(observation.outcomes, limit),
+    ]
 
 
 async def test_redis_down(chaos: Chaos) -> None:
@@ -275,30 +286,14 @@ async def _redis_latency(
         Expect(
             max_upstream=requests,
             upstream_why="1 call per request: a budget refusal is a skip without a call",
-            extra=[
-                stays_ready(observation),
-                *shared_state_follows(
-                    observation,
-                    times["slow"],
-                    times["fast"],
-                    detect_s=DETECT_S,
-                    recover_s=RECOVER_S,
-                    replicas=2,
-                ),
-                bounded(before, during, timeout_s),
-                paid_within_budget(observation, {PAID: limit}),
-                outage_shares(
-                    observation,
-                    PAID,
-                    limit,
-                    times["slow"],
-                    times["fast"],
-                    replicas=2,
-                    slack_usd=worst_case(name),
-                ),
+            extra=outage_checks(
+                observation,
+                name,
+                limit,
+                (times["slow"], times["fast"]),
                 settled,
-                exhausted(observation.outcomes, limit),
-            ],
+                bounded(before, during, timeout_s),
+            ),
         ),
     )
 
