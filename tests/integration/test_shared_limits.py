@@ -288,3 +288,63 @@ async def test_a_redis_back_empty_gets_todays_count_back(server: RedisServer) ->
         assert day == "2026-01-01"
     finally:
         await replicas.aclose()
+
+
+# -- leases: a large limit is not a round trip per request ----------------------------------
+
+
+async def _scripts_run(state: SharedState) -> int:
+    stats = await state.client.info("commandstats")
+    return sum(
+        int(entry["calls"])
+        for name, entry in stats.items()
+        if name in ("cmdstat_evalsha", "cmdstat_eval")
+    )
+
+
+async def test_a_large_limit_is_taken_in_leases_and_never_passed(pair: Pair) -> None:
+    """rpm 60,000 between two replicas (a lease is at most 1 % of it each): 400 requests
+    through `a` cost a small fraction of 400 scripts, and the count on Redis covers every
+    request granted (leftovers are counted, never handed out twice)."""
+    clock = ManualClock()
+    a, b = _limiters(pair, clock, rpm=60_000, rpd=1_000_000)
+    before = await _scripts_run(pair.a)
+    assert all([await a.acquire(0) == 0 for _ in range(400)])
+    scripts = await _scripts_run(pair.a) - before
+    assert scripts <= 40, scripts  # 1, 2, 4, ... 256 then 300-sized leases: about 10
+    used_a = a.quota_usage()
+    assert used_a is not None
+    assert used_a[0] >= 400  # Redis counted every request `a` served, and its leftovers
+    assert used_a[0] <= 400 + 300  # and no more than one lease (1 % of 60,000 / 2) beyond
+    assert await b.acquire(0) == 0.0
+    used_b = b.quota_usage()
+    assert used_b is not None and used_b[0] >= used_a[0] + 1
+
+
+async def test_a_lease_expires_unused_and_the_next_one_is_sized_to_what_was_used(
+    pair: Pair,
+) -> None:
+    """A lease is served from for LEASE_S only: after that its leftovers are dropped (already
+    counted on Redis) and the next lease asks for what was used, not for twice as much."""
+    from app.core.resilience.shared_limits import LEASE_S
+
+    clock = ManualClock()
+    a, _ = _limiters(pair, clock, rpm=60_000)
+    for _ in range(16):  # leases of 1, 2, 4, 8 and one of 16 begun
+        assert await a.acquire(0) == 0.0
+    before = await _scripts_run(pair.a)
+    clock.advance(LEASE_S + 0.01)
+    assert await a.acquire(0) == 0.0  # the old lease expired: one script for a new one
+    assert await _scripts_run(pair.a) - before == 1
+    assert a._lease_want <= 16  # sized by use, not doubled again
+
+
+async def test_a_small_limit_is_exact_one_script_per_request(pair: Pair) -> None:
+    """A free tier's 30 rpm (below 200 per replica) is never leased: every request is
+    decided on Redis, so two replicas take exactly 30 between them."""
+    clock = ManualClock()
+    a, b = _limiters(pair, clock, rpm=30)
+    before = await _scripts_run(pair.a)
+    granted = [await (a if i % 2 else b).acquire(0) == 0 for i in range(40)]
+    assert sum(granted) == 30
+    assert await _scripts_run(pair.a) - before >= 30

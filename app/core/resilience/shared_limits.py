@@ -11,7 +11,16 @@ What stays local (no Redis call the hot path could answer from memory):
 - a limiter refused on its request rate knows the earliest moment another request could
   pass (other replicas only push it later), and refuses locally until then;
 - a key at its daily quota is skipped until the day resets without asking again;
-- the usage gauge reads the count the last script (or the key-state poll) returned.
+- the usage gauge reads the count the last script (or the key-state poll) returned;
+- a limit large enough to spare it is taken from Redis in small leases: one script takes up
+  to LEASE_SHARE of the minute's limit for this replica (as many requests as fit), and the
+  requests of the next LEASE_S seconds are served from it without a round trip. The lease
+  grows (doubling) while it is used up in time and shrinks to what was used when it is not;
+  leftovers expire unused, already counted on Redis, so the limit is never passed; at most a
+  lease per replica (1 % of the minute's limit) moves from one minute into the next. A limit
+  below 200 rpm per replica (a free tier's 30 rpm), or one with a tpm, is exact: one script
+  per request. The daily count includes leased requests, so the quota gauge runs ahead by at
+  most one lease.
 
 When Redis is slow or gone (`SharedStateDown`, or `SharedState.up` false): each replica
 counts locally with its share of every limit, the limit divided by the replicas it last saw
@@ -36,18 +45,29 @@ from app.core.resilience.ratelimit import DailyQuota, Day, RateLimiter, Unlimite
 from app.core.shared import SharedState, SharedStateDown
 
 # KEYS: request TAT, token TAT, today's request count.
-# ARGV: rpm, tpm, tokens, rpd (0: no such limit), the count's time to live in ms.
-# Returns {code, wait_ms, used_today, request_wait_ms}: code 0 taken, 1 over a per-minute
-# limit (wait_ms until it would pass), 2 at the daily quota. TATs are in ms of Redis' clock.
+# ARGV: rpm, tpm, tokens, rpd (0: no such limit), the count's time to live in ms, the
+# requests wanted (a lease: as many as fit, at least one; 1 whenever tpm is set).
+# Returns {code, wait_ms, used_today, request_wait_ms, granted}: code 0 taken (`granted`
+# requests), 1 over a per-minute limit (wait_ms until one would pass), 2 at the daily quota.
+# TATs are in ms of Redis' clock.
 _ACQUIRE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
 local rpd = tonumber(ARGV[4])
+local rpm = tonumber(ARGV[1])
 local used = 0
 if rpd > 0 then
   used = tonumber(redis.call('GET', KEYS[3]) or '0')
-  if used >= rpd then return {2, 0, used, 0} end
+  if used >= rpd then return {2, 0, used, 0, 0} end
 end
+local want = tonumber(ARGV[6])
+if want > 1 and rpm > 0 then
+  local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
+  if tat < now then tat = now end
+  local fit = math.floor((now + 60000 - tat) * rpm / 60000)
+  if fit < want then want = math.max(fit, 1) end
+end
+if rpd > 0 and want > rpd - used then want = rpd - used end
 local tats = {}
 local function gcra(i, per_minute, amount)
   if per_minute <= 0 then return 0 end
@@ -60,20 +80,20 @@ local function gcra(i, per_minute, amount)
   if early > 0 then return early end
   return 0
 end
-local request_wait = gcra(1, tonumber(ARGV[1]), 1)
+local request_wait = gcra(1, rpm, want)
 local token_wait = gcra(2, tonumber(ARGV[2]), tonumber(ARGV[3]))
 local wait = math.max(request_wait, token_wait)
 if wait > 0 then
-  return {1, math.ceil(wait), used, math.ceil(request_wait)}
+  return {1, math.ceil(wait), used, math.ceil(request_wait), 0}
 end
 for i, tat in pairs(tats) do
   redis.call('SET', KEYS[i], string.format('%.3f', tat), 'PX', math.ceil(tat - now) + 1000)
 end
 if rpd > 0 then
-  used = redis.call('INCR', KEYS[3])
-  if used == 1 then redis.call('PEXPIRE', KEYS[3], ARGV[5]) end
+  used = redis.call('INCRBY', KEYS[3], want)
+  if used == want then redis.call('PEXPIRE', KEYS[3], ARGV[5]) end
 end
-return {0, 0, used, 0}
+return {0, 0, used, 0, want}
 """
 
 # Today's count raised to at least ARGV[1] (what this replica counted while Redis was away
@@ -90,6 +110,11 @@ return current
 
 # A day's counter outlives its day by this much (the gauge and reconciliation may read it).
 _COUNT_GRACE_MS = 3_600_000
+# Leases (module docstring): how long one is served from, the largest share of the minute's
+# limit one replica takes at once, and a ceiling on its size.
+LEASE_S = 1.0
+LEASE_SHARE = 0.01
+LEASE_MAX = 1000
 
 
 class SharedLimits:
@@ -155,6 +180,12 @@ class SharedLimiter:
         self._buckets: RateLimiter | None = None
         self._buckets_share = 0
         self._quota_share: DailyQuota | None = None
+        # The current lease: requests granted on Redis and not yet used, until when (this
+        # clock's monotonic), and how many to ask for next.
+        self._leased = 0
+        self._lease_until = -math.inf
+        self._lease_want = 1
+        self._lease_granted = 0
 
     def day_key(self, day: str) -> str:
         return f"{self._base}:d:{day}"
@@ -166,14 +197,22 @@ class SharedLimiter:
 
     async def acquire(self, tokens: int) -> float:
         shared = self._shared
+        now = self._clock.monotonic()
+        if self._leased > 0:
+            if now < self._lease_until:  # counted on Redis already, even if it is away now
+                self._leased -= 1
+                self._share().debit(tokens)
+                return 0.0
+            self._lease_want = max(1, self._lease_granted - self._leased)  # ask for what was used
+            self._leased = 0
         if not shared.up:
             return self._local(tokens)
-        now = self._clock.monotonic()
         if now < self._blocked_until:
             return self._blocked_until - now
         if now < self._exhausted_until:
             return self._exhausted_until - now
         day, left = self._day.current()
+        want = self._lease_size()
         try:
             result = await shared.run(
                 self._owner.acquire_script,
@@ -184,17 +223,23 @@ class SharedLimiter:
                     tokens,
                     self._rpd or 0,
                     int(left * 1000) + _COUNT_GRACE_MS,
+                    want,
                 ),
             )
         except SharedStateDown:
             return self._local(tokens)
         self._quota_share = None  # the next outage starts from the count seen then
-        code, wait_ms, used, request_wait_ms = (int(part) for part in result)
+        code, wait_ms, used, request_wait_ms, granted = (int(part) for part in result)
         if self._rpd:
             self.note_used(day, used)
         if code == 0:
             if self._rpm or self._tpm:
                 self._share().debit(tokens)
+            if granted > 1:
+                self._leased, self._lease_granted = granted - 1, granted
+                self._lease_until = self._clock.monotonic() + LEASE_S
+            # A lease used up in time asks for twice as much next time.
+            self._lease_want = min(2 * want, LEASE_MAX) if granted >= want else max(1, granted)
             return 0.0
         if request_wait_ms > 0:
             self._blocked_until = self._clock.monotonic() + request_wait_ms / 1000
@@ -219,6 +264,16 @@ class SharedLimiter:
             return None
         label, _ = self._day.current()
         return (self._used if self._used_day == label else 0.0), float(self._rpd)
+
+    def _lease_size(self) -> int:
+        """How many requests to take at once: 1 (exact) unless the limit spares a lease."""
+        if self._tpm or not self._rpm:
+            return 1
+        replicas = max(1, self._shared.live_replicas)
+        cap = min(int(self._rpm * LEASE_SHARE / replicas), LEASE_MAX)
+        if self._rpd:
+            cap = min(cap, int(self._rpd * LEASE_SHARE / replicas))
+        return max(1, min(self._lease_want, cap))
 
     def _share(self) -> RateLimiter:
         """This replica's share of the per-minute limits, remade when the number of live
