@@ -48,13 +48,13 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import fields
 from types import MappingProxyType
 from typing import Literal, Protocol
 
 import msgspec
+from cachetools import TTLCache
 
 from app.core.clock import Clock
 from app.core.errors import RateLimitExceeded
@@ -124,15 +124,32 @@ class CacheStore(Protocol):
     async def put(self, key: str, value: AIResponse) -> None: ...
 
 
+class _CountedTTLCache(TTLCache[str, AIResponse, float]):
+    """cachetools' TTL + LRU table on the injected clock, counting what it drops and why."""
+
+    def __init__(self, clock: Clock, metrics: AIMetrics, *, max_entries: int, ttl_s: float):
+        super().__init__(maxsize=max_entries, ttl=ttl_s, timer=clock.monotonic)
+        self._metrics = metrics
+
+    def expire(self, time: float | None = None) -> list[tuple[str, AIResponse]]:
+        expired = super().expire(time)
+        if expired:
+            self._metrics.cache_evictions.add(len(expired), {"reason": "expired"})
+        return expired
+
+    def popitem(self) -> tuple[str, AIResponse]:
+        # Called by cachetools only when an insert overflows max_entries (least recently used).
+        item = super().popitem()
+        self._metrics.cache_evictions.add(1, {"reason": "size"})
+        return item
+
+
 class MemoryStore:
-    """LRU by entries, expiring by age on read; counts evictions."""
+    """This process's answers: LRU by entries, expiring by age (cachetools' TTLCache on the
+    injected clock); counts evictions by reason (`expired`, `size`)."""
 
     def __init__(self, clock: Clock, metrics: AIMetrics, *, max_entries: int, ttl_s: float) -> None:
-        self._clock = clock
-        self._metrics = metrics
-        self._max = max_entries
-        self._ttl = ttl_s
-        self._entries: OrderedDict[str, tuple[float, AIResponse]] = OrderedDict()
+        self._entries = _CountedTTLCache(clock, metrics, max_entries=max_entries, ttl_s=ttl_s)
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -145,23 +162,10 @@ class MemoryStore:
 
     def get_now(self, key: str) -> AIResponse | None:
         """`get` without a suspension point (the in-memory store never waits)."""
-        found = self._entries.get(key)
-        if found is None:
-            return None
-        stored_at, value = found
-        if self._clock.monotonic() - stored_at > self._ttl:
-            del self._entries[key]
-            self._metrics.cache_evictions.add(1, {"reason": "expired"})
-            return None
-        self._entries.move_to_end(key)
-        return value
+        return self._entries.get(key)
 
     def put_now(self, key: str, value: AIResponse) -> None:
-        self._entries[key] = (self._clock.monotonic(), value)
-        self._entries.move_to_end(key)
-        while len(self._entries) > self._max:
-            self._entries.popitem(last=False)
-            self._metrics.cache_evictions.add(1, {"reason": "size"})
+        self._entries[key] = value
 
 
 class RedisStore:

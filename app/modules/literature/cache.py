@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections import OrderedDict
+
+from cachetools import TTLCache
 
 from app.core.clock import Clock
 from app.modules.literature.domain import DetectionResult, DetectOptions, Paper
@@ -41,11 +42,15 @@ def cache_key(paper: Paper, options: DetectOptions) -> str:
 
 
 class ResultCache:
+    """cachetools' TTL + LRU table on the injected clock: an entry lives `ttl_s` from when it
+    was stored (reading it does not extend it), the least recently used goes first when full."""
+
     def __init__(self, clock: Clock, *, ttl_s: float, max_entries: int) -> None:
-        self._clock = clock
         self._ttl_s = ttl_s
         self._max_entries = max_entries
-        self._entries: OrderedDict[str, tuple[float, DetectionResult]] = OrderedDict()
+        self._entries: TTLCache[str, DetectionResult, float] = TTLCache(
+            maxsize=max_entries, ttl=ttl_s, timer=clock.monotonic
+        )
 
     @property
     def enabled(self) -> bool:
@@ -55,20 +60,9 @@ class ResultCache:
         return len(self._entries)
 
     def get(self, key: str) -> DetectionResult | None:
-        entry = self._entries.get(key)
-        if entry is None:
-            return None
-        expires, result = entry
-        if self._clock.monotonic() >= expires:
-            del self._entries[key]
-            return None
-        self._entries.move_to_end(key)
-        return result
+        return self._entries.get(key)
 
     def put(self, key: str, result: DetectionResult) -> None:
         if not self.enabled or result.error is not None:
             return
-        self._entries[key] = (self._clock.monotonic() + self._ttl_s, result)
-        self._entries.move_to_end(key)
-        while len(self._entries) > self._max_entries:
-            self._entries.popitem(last=False)
+        self._entries[key] = result

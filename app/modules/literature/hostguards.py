@@ -6,10 +6,10 @@ Limiters are keyed by publisher (all of Elsevier's hosts share Elsevier's limit)
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any
 from urllib.parse import urlsplit
+
+from cachetools import LRUCache
 
 from app.core.clock import Clock
 from app.core.resilience.breaker import AsyncCircuitBreaker
@@ -57,14 +57,16 @@ def _host_of(url: str) -> str:
 
 
 class HostGuards:
-    """A circuit breaker per host and a limiter per rate key, least recently used dropped
-    first so a batch over thousands of hosts cannot grow them without bound."""
+    """A circuit breaker per host and a limiter per rate key, in cachetools LRU tables
+    (LITERATURE_MAX_TRACKED_HOSTS each; `get` counts as a use), so a batch over thousands of
+    hosts cannot grow them without bound."""
 
     def __init__(self, settings: LiteratureSettings, clock: Clock) -> None:
         self._settings = settings
         self._clock = clock
-        self._breakers: OrderedDict[str, AsyncCircuitBreaker] = OrderedDict()
-        self._limiters: OrderedDict[str, RateLimiter | Unlimited] = OrderedDict()
+        size = settings.max_tracked_hosts
+        self._breakers: LRUCache[str, AsyncCircuitBreaker] = LRUCache(maxsize=size)
+        self._limiters: LRUCache[str, RateLimiter | Unlimited] = LRUCache(maxsize=size)
 
     def breaker(self, host: str) -> AsyncCircuitBreaker:
         breaker = self._breakers.get(host)
@@ -75,21 +77,12 @@ class HostGuards:
                 fail_max=self._settings.breaker_fail_max,
                 reset_timeout_s=self._settings.breaker_reset_timeout_s,
             )
-            self._breakers[host] = breaker
-            _trim(self._breakers, self._settings.max_tracked_hosts)
-        self._breakers.move_to_end(host)
+            self._breakers[host] = breaker  # the least recently used goes when full
         return breaker
 
     def limiter(self, rule: RateRule) -> RateLimiter | Unlimited:
         limiter = self._limiters.get(rule.key)
         if limiter is None:
             limiter = make_limiter(self._clock, rpm=rule.rpm, tpm=None)
-            self._limiters[rule.key] = limiter
-            _trim(self._limiters, self._settings.max_tracked_hosts)
-        self._limiters.move_to_end(rule.key)
+            self._limiters[rule.key] = limiter  # the least recently used goes when full
         return limiter
-
-
-def _trim(table: OrderedDict[str, Any], size: int) -> None:
-    while len(table) > size:
-        table.popitem(last=False)
