@@ -28,6 +28,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from app.core.masking import mask_url
 from app.core.model_names import check_model_id
+from app.core.secret_files import SecretFileSettings
 
 
 class ProviderName(StrEnum):
@@ -52,8 +53,9 @@ def split_csv(value: Any) -> Any:
     return value
 
 
-class ProviderSettings(BaseSettings):
-    """What every upstream shares: keys, base URL, model chains and the default timeout."""
+class ProviderSettings(SecretFileSettings):
+    """What every upstream shares: keys, base URL, model chains and the default timeout.
+    Keys also come from files: `<P>_API_KEY_FILE`, `<P>_API_KEYS_FILE` (app.core.secret_files)."""
 
     model_config = SettingsConfigDict(extra="ignore", frozen=True)
 
@@ -314,14 +316,21 @@ DEFAULT_PRICES: dict[str, ModelPrice] = {
 }
 
 
-class Settings(BaseSettings):
-    """The whole service's configuration; built once at start and passed down through DI."""
+class Settings(SecretFileSettings):
+    """The whole service's configuration; built once at start and passed down through DI.
+    Every secret also accepts `<NAME>_FILE` (app.core.secret_files)."""
 
     model_config = SettingsConfigDict(extra="ignore", frozen=True)
 
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
     log_level: str = "INFO"
+    # `serve`'s log lines: one JSON object a line (uvicorn's own lines too), or key=value text.
+    log_format: Literal["json", "text"] = "json"
+    # OpenTelemetry's standard variables: traces are exported over OTLP/HTTP only when one is
+    # set (the traces one as is, the other + "/v1/traces"); unset, no tracer is built at all.
+    otel_exporter_otlp_endpoint: str | None = None
+    otel_exporter_otlp_traces_endpoint: str | None = None
 
     # --- the HTTP server's bounds on slow and idle clients (app.core.server) --------------------
     # From the connection (or a later request's first byte) to the end of its headers; bytes
