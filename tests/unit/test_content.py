@@ -333,7 +333,8 @@ def test_unreadable_pdf_is_unknown_and_never_raises(data: bytes) -> None:
 def test_pdf_without_text_is_unknown() -> None:
     result = assess_pdf_bytes(build_pdf([[], []]))
     assert result.content_type is ContentType.UNKNOWN
-    assert "no extractable text" in result.reasoning
+    assert "2 pages but no text layer" in result.reasoning
+    assert (result.signals["pdf_pages"], result.signals["pdf_text_layer"]) == (2, False)
 
 
 def test_assess_text_of_a_short_abstract_is_not_full_text() -> None:

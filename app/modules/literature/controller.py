@@ -3,6 +3,8 @@ content verification route."""
 
 from __future__ import annotations
 
+import base64
+import binascii
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Sequence
@@ -21,7 +23,7 @@ from app.core.auth import Caller
 from app.core.problems import problem_responses
 from app.core.settings import LiteratureSettings
 from app.modules.literature.domain import DetectionResult, DetectOptions, Paper
-from app.modules.literature.errors import ContentTooLarge
+from app.modules.literature.errors import ContentTooLarge, InvalidContent
 from app.modules.literature.schemas import (
     BatchBody,
     BatchOut,
@@ -66,6 +68,7 @@ class LiteratureController(Controller):
                 BatchOut,
                 description="Every paper's result (or, with Accept: application/x-ndjson, one "
                 "JSON event per line as results complete)",
+                generate_examples=False,  # the models carry real examples
             ),
             **problem_responses(400, 401, 413, 429),
         },
@@ -111,14 +114,18 @@ class LiteratureController(Controller):
         caller: FromDishka[Caller],
     ) -> VerificationOut:
         """Is this scraped content the paper's full text, or an abstract, a paywall, a login
-        or a metadata page? Heuristics first; the AI only when they are unsure."""
+        or a metadata page? Heuristics first; the AI only when they are unsure. A PDF is sent
+        as base64 with `content_type: "pdf"`."""
         if len(data.content) > settings.verify_max_chars:
             raise ContentTooLarge(
                 f"the content has {len(data.content)} characters; the limit is "
                 f"{settings.verify_max_chars}"
             )
+        content: str | bytes = data.content
+        if data.content_type == "pdf":
+            content = _pdf_bytes(data.content, settings.max_pdf_bytes)
         verification = await verifier.verify(
-            data.content,
+            content,
             content_type=data.content_type,
             title=data.paper.title,
             doi=data.paper.doi,
@@ -126,6 +133,30 @@ class LiteratureController(Controller):
             caller=caller.id,
         )
         return VerificationOut.of(verification)
+
+
+# A PDF's header may follow some leading junk; readers look for it in the first kilobyte.
+_PDF_HEADER_WINDOW = 1024
+
+
+def _pdf_bytes(content: str, max_bytes: int) -> bytes:
+    """The PDF sent as base64 (standard alphabet, padding required; whitespace and line breaks
+    are allowed, as base64 tools wrap lines), or a 400 that says what is wrong."""
+    compact = "".join(content.split())
+    try:
+        data = base64.b64decode(compact, validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidContent(
+            "content_type pdf needs the PDF's bytes in base64 (standard alphabet A-Z a-z 0-9 + /, "
+            "with = padding); the content is not valid base64"
+        ) from None
+    if len(data) > max_bytes:
+        raise ContentTooLarge(f"the PDF has {len(data)} bytes; the limit is {max_bytes}")
+    if b"%PDF-" not in data[:_PDF_HEADER_WINDOW]:
+        raise InvalidContent(
+            "content_type pdf: the base64 content decodes, but not to a PDF (no %PDF- header)"
+        )
+    return data
 
 
 async def _ndjson(

@@ -98,6 +98,11 @@ class Verification:
     sections: tuple[str, ...]
     recommendation: str
     decided_by: str  # heuristic | ai
+    # The verdict stands on its own: the heuristics were sure, or an AI model read the content
+    # and answered at least LITERATURE_AI_MIN_CONFIDENCE. `needs_review` is its negation here
+    # (there is always content to review), and then `recommendation` is "review".
+    certain: bool
+    needs_review: bool
 
 
 class AIOutcome(StrEnum):
@@ -136,6 +141,10 @@ class DetectionResult:
     ai_verification: AIVerification | None = None
     cached: bool = False
     error: str | None = None
+    # Settled: a full text the heuristics were sure of or an AI verified, or a "no" the AI or
+    # the heuristics were sure of. `needs_review`: a full text is offered that nobody settled.
+    certain: bool = False
+    needs_review: bool = False
 
 
 @dataclass(slots=True)

@@ -2,6 +2,7 @@
 
 GatewayError
 ├── InvalidRequest (400)       bad DOI/PMCID/URL, no identifier at all (pydantic, per field)
+│   └── InvalidContent         /verify content_type pdf whose content is not base64 of a PDF
 └── PayloadTooLarge (413)
     ├── BatchTooLarge          more papers than LITERATURE_BATCH_MAX_SIZE
     └── ContentTooLarge        /verify content above LITERATURE_VERIFY_MAX_CHARS
@@ -12,7 +13,12 @@ cannot answer are part of a detection *result*, not a failed request.
 
 from __future__ import annotations
 
-from app.core.errors import PayloadTooLarge
+from app.core.errors import InvalidRequest, PayloadTooLarge
+
+
+class InvalidContent(InvalidRequest):
+    slug = "invalid-content"
+    title = "Invalid content"
 
 
 class BatchTooLarge(PayloadTooLarge):

@@ -166,8 +166,11 @@ class VerifyBody(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    content: str = Field(min_length=1, description="Scraped HTML or plain text")
-    content_type: Literal["html", "text"] = "html"
+    content: str = Field(
+        min_length=1,
+        description="Scraped HTML or plain text, or (content_type pdf) the PDF's bytes in base64",
+    )
+    content_type: Literal["html", "text", "pdf"] = "html"
     paper: PaperRef = Field(default_factory=PaperRef)
     skip_ai: bool = Field(default=False, description="Answer from the heuristics alone")
 
@@ -185,8 +188,16 @@ class VerificationOut(BaseModel):
     content_type: ContentTypeOut
     reasoning: str
     sections: list[str]
-    recommendation: Literal["accept", "retry_html", "retry_pdf", "reject"]
+    recommendation: Literal["accept", "retry_html", "retry_pdf", "reject", "review"]
     decided_by: Literal["heuristic", "ai"]
+    certain: bool = Field(
+        description="The verdict stands alone: the heuristics were sure, or an AI model read "
+        "the content and answered with at least LITERATURE_AI_MIN_CONFIDENCE"
+    )
+    needs_review: bool = Field(
+        description="Nobody settled the question (then recommendation is review, and the "
+        "reasoning says why no AI verdict was obtained)"
+    )
 
     @classmethod
     def of(cls, verification: Verification) -> VerificationOut:
@@ -199,6 +210,8 @@ class VerificationOut(BaseModel):
                 "sections": list(verification.sections),
                 "recommendation": verification.recommendation,
                 "decided_by": verification.decided_by,
+                "certain": verification.certain,
+                "needs_review": verification.needs_review,
             }
         )
 
@@ -239,6 +252,15 @@ class ResultOut(BaseModel):
     ai_verification: AIVerificationOut | None
     cached: bool = False
     error: str | None = None
+    certain: bool = Field(
+        default=False,
+        description="Settled: a full text verified (confidence high or ai_verified), or a "
+        "'no' the AI or the heuristics were sure of",
+    )
+    needs_review: bool = Field(
+        default=False,
+        description="A full text is offered that neither the heuristics nor an AI settled",
+    )
 
     @classmethod
     def of(cls, result: DetectionResult) -> ResultOut:
@@ -259,6 +281,8 @@ class ResultOut(BaseModel):
                 ),
                 "cached": result.cached,
                 "error": result.error,
+                "certain": result.certain,
+                "needs_review": result.needs_review,
             }
         )
 

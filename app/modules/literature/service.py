@@ -19,6 +19,7 @@ from dataclasses import dataclass, replace
 
 from app.core.clock import Clock
 from app.core.settings import LiteratureSettings
+from app.core.tracing import internal_span
 from app.modules.literature.cache import ResultCache, cache_key
 from app.modules.literature.domain import (
     Confidence,
@@ -150,7 +151,12 @@ class FullTextDetectionService:
                 budget = min(budget, options.tier_timeout_s)
             ctx.deadline = now + budget
             tried.append(int(tier.number))
-            finding, outcome = await self._run_tier(tier, ctx, budget)
+            with internal_span(
+                f"tier {tier.number.label}", {"literature.tier": int(tier.number)}
+            ) as span:
+                finding, outcome = await self._run_tier(tier, ctx, budget)
+                if span is not None:
+                    span.set_attribute("literature.tier.outcome", outcome)
             evidence.transient |= outcome in ("timeout", "error")
             self._metrics.tier(tier.number.label, outcome, self._clock.monotonic() - now)
             if finding is not None:
@@ -297,6 +303,9 @@ def _result(
         "error": error,
     }
     if best is not None:
+        # A finding below high is a candidate nobody settled (a page the heuristics were
+        # unsure of, an unchecked link) unless an AI read it.
+        settled = best.confidence in (Confidence.HIGH, Confidence.AI_VERIFIED)
         return DetectionResult(
             is_available=True,
             url=best.url,
@@ -305,6 +314,8 @@ def _result(
             confidence=best.confidence,
             tier=int(best.tier),
             method=best.method,
+            certain=settled,
+            needs_review=not settled,
             **common,  # type: ignore[arg-type]
         )
     confidence, tier, method = _negative(evidence)
@@ -316,6 +327,10 @@ def _result(
         confidence=confidence,
         tier=tier,
         method=method,
+        # `_negative` gives more than low only to a "no" the AI or the heuristics were sure of;
+        # an unsure "no" offers nothing to review (a false "no" only costs a retry).
+        certain=confidence is not Confidence.LOW,
+        needs_review=False,
         **common,  # type: ignore[arg-type]
     )
 

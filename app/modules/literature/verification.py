@@ -3,6 +3,12 @@
 `AIVerifier` is the one place that asks `UnifiedAIService` about page content (tier 7 and the
 `/verify` route both use it): sanitised sample, strict prompt, strict parse, an honest outcome
 when no provider can answer. `ContentVerifier` is the `/verify` route's logic.
+
+One rule for an answer nobody settled: when the heuristics are unsure and no AI verdict that
+clears LITERATURE_AI_MIN_CONFIDENCE was obtained - the AI skipped (`skip_ai`), not configured,
+over budget, failed, unsure, or answered outside the schema - the answer keeps the heuristics'
+verdict and confidence, is `certain: false, needs_review: true` with the recommendation
+`review`, and its reasoning says which of those happened.
 """
 
 from __future__ import annotations
@@ -10,16 +16,20 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
+from dataclasses import replace
 
 from pypdf import PdfReader
 
 from app.core.errors import GatewayError
 from app.core.settings import LiteratureSettings
 from app.modules.ai.domain import CallContext, CompletionRequest, Intent
+from app.modules.ai.errors import AllProvidersFailed, BudgetExceeded, DeadlineExceeded
 from app.modules.ai.service import UnifiedAIService
 from app.modules.literature.content import (
     ContentAssessment,
+    Recommendation,
     assess_html,
+    assess_pdf_bytes,
     assess_text,
     extract_text,
 )
@@ -33,8 +43,8 @@ log = logging.getLogger("app.literature.verify")
 SERVICE_NAME = "fulltext-verify"
 # A verdict is a few hundred tokens; more means the model is not answering the question.
 MAX_VERDICT_TOKENS = 600
-# The confidence a heuristic verdict keeps when it needed the AI and the AI could not answer.
-UNVERIFIED_CONFIDENCE_CAP = 0.5
+# Skipping the AI (`skip_ai`) is the caller's choice; the reasoning says so in these words.
+AI_SKIPPED = "AI verification was skipped (skip_ai)"
 
 
 class AIVerifier:
@@ -66,6 +76,10 @@ class AIVerifier:
             return self._done(
                 AIVerification(AIOutcome.UNAVAILABLE, url, detail="no time left for the AI")
             )
+        if not self._ai.guards:
+            return self._done(
+                AIVerification(AIOutcome.UNAVAILABLE, url, detail="no AI provider is configured")
+            )
         request = CompletionRequest(
             messages=build_messages(sample, document=document, title=title, doi=doi),
             model="fast",
@@ -83,9 +97,7 @@ class AIVerifier:
             )
         except GatewayError as error:
             log.info("ai verification unavailable reason=%s", error.slug)
-            return self._done(
-                AIVerification(AIOutcome.UNAVAILABLE, url, detail=f"{error.title.lower()}")
-            )
+            return self._done(AIVerification(AIOutcome.UNAVAILABLE, url, detail=_why(error)))
         provider, model = response.provider.value, response.model
         try:
             verdict = parse_verdict(response.content)
@@ -96,12 +108,19 @@ class AIVerifier:
                     AIOutcome.UNPARSEABLE, url, provider=provider, model=model, detail=str(error)
                 )
             )
+        sure = verdict.confidence >= self._settings.ai_min_confidence
         if not verdict.is_full_text:
             outcome = AIOutcome.REJECTED
-        elif verdict.confidence >= self._settings.ai_min_confidence:
+        elif sure:
             outcome = AIOutcome.VERIFIED
         else:
             outcome = AIOutcome.UNSURE
+        # A rejection is acted on at any confidence (tier 7 drops the candidate: precision
+        # first), so it stands; a "full text" below the accepted confidence does not.
+        settled = outcome is not AIOutcome.UNSURE
+        verdict = replace(verdict, certain=settled and sure, needs_review=not settled)
+        if not settled:
+            verdict = replace(verdict, recommendation=Recommendation.REVIEW.value)
         return self._done(AIVerification(outcome, url, verdict, provider, model))
 
     def _done(self, result: AIVerification) -> AIVerification:
@@ -109,7 +128,19 @@ class AIVerifier:
         return result
 
 
+def _why(error: GatewayError) -> str:
+    """Why no provider answered, in the words the reasoning and `detail` show."""
+    if isinstance(error, BudgetExceeded):
+        return "the AI budget is spent (every provider is over its budget)"
+    if isinstance(error, DeadlineExceeded):
+        return "no AI provider answered in time"
+    if isinstance(error, AllProvidersFailed):
+        return "all AI providers failed"
+    return error.title.lower()
+
+
 def heuristic_verification(assessment: ContentAssessment) -> Verification:
+    """The heuristics' verdict as an answer: settled when they are certain."""
     return Verification(
         is_full_text=assessment.is_full_text,
         confidence=assessment.confidence,
@@ -118,7 +149,31 @@ def heuristic_verification(assessment: ContentAssessment) -> Verification:
         sections=assessment.sections,
         recommendation=assessment.recommendation.value,
         decided_by="heuristic",
+        certain=assessment.certain,
+        needs_review=not assessment.certain,
     )
+
+
+def unsettled(heuristic: Verification, why: str) -> Verification:
+    """The heuristics' unsure verdict when no AI verdict settled it: same verdict and
+    confidence, recommendation `review`, and the reason no AI verdict was obtained."""
+    return replace(
+        heuristic,
+        reasoning=f"{heuristic.reasoning} (the heuristics were unsure and {why}; needs review)",
+        recommendation=Recommendation.REVIEW.value,
+        certain=False,
+        needs_review=True,
+    )
+
+
+def _ai_failure(answer: AIVerification) -> str:
+    """`unsettled`'s reason for an AI call that gave no verdict that stands."""
+    if answer.outcome is AIOutcome.UNSURE:
+        return "the AI was unsure (a full-text verdict below LITERATURE_AI_MIN_CONFIDENCE)"
+    if answer.outcome is AIOutcome.UNAVAILABLE:
+        return f"no AI verdict was obtained: {answer.detail or 'no provider answered'}"
+    detail = f": {answer.detail}" if answer.detail else ""
+    return f"AI verification failed: {answer.outcome.value}{detail}"
 
 
 class ContentVerifier:
@@ -130,7 +185,7 @@ class ContentVerifier:
 
     async def verify(
         self,
-        content: str,
+        content: str | bytes,
         *,
         content_type: str,
         title: str | None,
@@ -138,39 +193,45 @@ class ContentVerifier:
         allow_ai: bool,
         caller: str,
     ) -> Verification:
-        is_html = content_type == "html"
-        if is_html:
-            assessment = await asyncio.to_thread(assess_html, content, title=title, doi=doi)
-        else:
-            assessment = await asyncio.to_thread(assess_text, content, title=title, doi=doi)
+        """`content` is the page or text as sent, or a PDF's bytes (`content_type` "pdf")."""
+        assessment = await asyncio.to_thread(self._assess, content, content_type, title, doi)
         heuristic = heuristic_verification(assessment)
-        if assessment.certain or not allow_ai:
+        if assessment.certain:
             return heuristic
-        sample = content
-        if is_html:
-            sample = await asyncio.to_thread(
-                extract_text, content, max_chars=self._settings.ai_sample_chars * 2
-            )
+        if not allow_ai:
+            return unsettled(heuristic, AI_SKIPPED)
+        sample, document = await asyncio.to_thread(self._sample, content, content_type)
         answer = await self._ai.verify(
             sample,
-            document="html page" if is_html else "text",
+            document=document,
             title=title,
             doi=doi,
             caller=caller,
             deadline_s=self._settings.ai_timeout_s,
         )
-        if answer.verdict is not None:
+        if answer.verdict is not None and not answer.verdict.needs_review:
             return answer.verdict
-        return Verification(
-            is_full_text=heuristic.is_full_text,
-            confidence=min(heuristic.confidence, UNVERIFIED_CONFIDENCE_CAP),
-            content_type=heuristic.content_type,
-            reasoning=f"{heuristic.reasoning} (the heuristics were unsure and AI verification "
-            f"failed: {answer.outcome.value}{': ' + answer.detail if answer.detail else ''})",
-            sections=heuristic.sections,
-            recommendation=heuristic.recommendation,
-            decided_by="heuristic",
-        )
+        return unsettled(heuristic, _ai_failure(answer))
+
+    @staticmethod
+    def _assess(
+        content: str | bytes, content_type: str, title: str | None, doi: str | None
+    ) -> ContentAssessment:
+        if isinstance(content, bytes):
+            return assess_pdf_bytes(content, title=title, doi=doi)
+        if content_type == "html":
+            return assess_html(content, title=title, doi=doi)
+        return assess_text(content, title=title, doi=doi)
+
+    def _sample(self, content: str | bytes, content_type: str) -> tuple[str, str]:
+        """The text an AI model reads, and what kind of document it came from."""
+        limit = self._settings.ai_sample_chars * 2  # the sanitiser keeps head and tail
+        if isinstance(content, bytes):
+            pages = self._settings.ai_pdf_pages
+            return pdf_text(content, max_pages=pages, max_chars=limit), "pdf"
+        if content_type == "html":
+            return extract_text(content, max_chars=limit), "html page"
+        return content, "text"
 
 
 def pdf_text(data: bytes, *, max_pages: int, max_chars: int) -> str:

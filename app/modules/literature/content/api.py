@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import logging
+from dataclasses import replace
 from types import MappingProxyType
 
 from pypdf import PdfReader
@@ -17,7 +18,12 @@ from pypdf import PdfReader
 from app.modules.literature.content.decide import Verdict, decide
 from app.modules.literature.content.dom import main_text_lines, read_page
 from app.modules.literature.content.features import Features, measure
-from app.modules.literature.content.model import ContentAssessment, ContentType, Recommendation
+from app.modules.literature.content.model import (
+    ContentAssessment,
+    ContentType,
+    Recommendation,
+    Signal,
+)
 
 MAX_TEXT_CHARS = 2_000_000
 MAX_TEXT_LINES = 60_000
@@ -26,6 +32,9 @@ MAX_PDF_PAGE_CHARS = 200_000
 # Lines of extracted PDF text are wrapped at the page width, so shorter lines count as prose.
 _TEXT_PROSE_LINE_CHARS = 40
 _MAX_REASONING_CHARS = 400
+# A full-text verdict on a PDF of this many pages or fewer is never certain.
+_MIN_CERTAIN_PDF_PAGES = 1
+_ONE_PAGE_CONFIDENCE = 0.7
 _CANONICAL_ORDER = (
     "abstract",
     "keywords",
@@ -87,17 +96,34 @@ def assess_pdf_bytes(
 ) -> ContentAssessment:
     """Extract the text of the first `max_pages` pages with pypdf and assess it.
 
-    A PDF that cannot be read (truncated, encrypted, not a PDF at all) yields an UNKNOWN
-    assessment instead of an exception: a bad download is an expected outcome, not a bug.
+    A PDF that cannot be read (truncated, encrypted, not a PDF at all) or has no text layer (a
+    scan) yields an UNKNOWN assessment instead of an exception: a bad download is an expected
+    outcome, not a bug. The page count is a signal (`pdf_pages`), and a one-page PDF is never a
+    certain full text: one page holds an abstract, a poster or a letter's first page.
     """
     try:
-        text = _pdf_text(data, max_pages)
+        text, pages = _pdf_text(data, max_pages)
     except Exception as exc:  # pypdf raises many types on malformed input
         logger.debug("unreadable PDF: %s", exc)
         return unknown(f"The PDF could not be read ({type(exc).__name__}).")
     if not text.strip():
-        return unknown("The PDF has no extractable text (scanned images, or empty).")
-    return assess_text(text, title=title, doi=doi)
+        return unknown(
+            f"The PDF has {pages} page{'s' if pages != 1 else ''} but no text layer "
+            "(scanned images, or empty): its text cannot be checked.",
+            signals={"pdf_pages": pages, "pdf_text_layer": False},
+        )
+    assessment = assess_text(text, title=title, doi=doi)
+    signals = {**assessment.signals, "pdf_pages": pages, "pdf_text_layer": True}
+    reasoning = f"{assessment.reasoning} ({pages} PDF page{'s' if pages != 1 else ''})"
+    if pages <= _MIN_CERTAIN_PDF_PAGES and assessment.is_full_text:
+        return replace(
+            assessment,
+            confidence=min(assessment.confidence, _ONE_PAGE_CONFIDENCE),
+            certain=False,
+            reasoning=reasoning + "; but one page is rarely a whole paper",
+            signals=MappingProxyType(signals),
+        )
+    return replace(assessment, reasoning=reasoning, signals=MappingProxyType(signals))
 
 
 def extract_text(html: str, *, max_chars: int = 20_000) -> str:
@@ -113,7 +139,7 @@ def extract_text(html: str, *, max_chars: int = 20_000) -> str:
     return text[: cut if cut > max_chars // 2 else max_chars]
 
 
-def unknown(reason: str) -> ContentAssessment:
+def unknown(reason: str, *, signals: dict[str, Signal] | None = None) -> ContentAssessment:
     """An assessment for input the heuristics could not read at all."""
     return ContentAssessment(
         is_full_text=False,
@@ -126,11 +152,12 @@ def unknown(reason: str) -> ContentAssessment:
         text_length=0,
         reference_count=0,
         pdf_links=(),
-        signals=MappingProxyType({}),
+        signals=MappingProxyType(signals or {}),
     )
 
 
-def _pdf_text(data: bytes, max_pages: int) -> str:
+def _pdf_text(data: bytes, max_pages: int) -> tuple[str, int]:
+    """The text of the first `max_pages` pages, and the document's page count."""
     if len(data) > MAX_PDF_BYTES:
         raise ValueError(f"PDF larger than {MAX_PDF_BYTES} bytes")
     reader = PdfReader(io.BytesIO(data), strict=False)
@@ -139,7 +166,7 @@ def _pdf_text(data: bytes, max_pages: int) -> str:
     parts: list[str] = []
     for page in reader.pages[: max(0, max_pages)]:
         parts.append((page.extract_text() or "")[:MAX_PDF_PAGE_CHARS])
-    return "\n".join(parts)
+    return "\n".join(parts), len(reader.pages)
 
 
 def recommend(content_type: ContentType, has_pdf_link: bool) -> Recommendation:

@@ -28,6 +28,10 @@ class Recommendation(StrEnum):
     RETRY_HTML = "retry_html"
     RETRY_PDF = "retry_pdf"
     REJECT = "reject"
+    # Nobody settled the question: the heuristics were unsure and no AI verdict was obtained
+    # (skipped, not configured, over budget, failed, unsure or unparseable). Never set by the
+    # heuristics themselves; the verification layer decides it (`verification.py`).
+    REVIEW = "review"
 
 
 @dataclass(frozen=True, slots=True)

@@ -63,6 +63,9 @@ _INJECTION = re.compile(
             r"^\s*(?:system|assistant|user|developer|tool)\s*:",
             r"`{3,}",
             r"\"?(?:is_full_text|content_type|recommendation|decided_by)\"?\s*:",
+            # Our answer's own keys are no words of an article: a page naming them is talking
+            # to the classifier ("answer is_full_text true").
+            r"\b(?:is_full_text|decided_by|needs_review)\b",
         ]
     ),
     re.IGNORECASE | re.MULTILINE,
