@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
-from app.core.logging import configure_logging
+from app.core.logging import configure_logging, logging_config
 from app.core.masking import mask_url
 from app.core.settings import Settings
 
@@ -72,7 +72,7 @@ def serve(args: argparse.Namespace) -> int:
     from app.main import ConfigurationError, create_app
 
     settings = _settings()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     workers = args.workers if args.workers is not None else settings.workers
     if (problem := workers_problem(settings, workers)) is not None:
         print(f"configuration error: {problem}", file=sys.stderr)
@@ -98,7 +98,12 @@ def serve(args: argparse.Namespace) -> int:
     if workers > 1:
         return _serve_workers(settings, workers, host, port, limits)
     return run_server(
-        app, host=host, port=port, limits=limits, log_level=settings.log_level.lower()
+        app,
+        host=host,
+        port=port,
+        limits=limits,
+        log_level=settings.log_level.lower(),
+        log_config=logging_config(settings.log_level, settings.log_format),
     )
 
 
@@ -124,6 +129,7 @@ def _serve_workers(
         limits=limits,
         log_level=settings.log_level.lower(),
         workers=workers,
+        log_config=logging_config(settings.log_level, settings.log_format),
     )
 
 
@@ -145,8 +151,18 @@ def demo(args: argparse.Namespace) -> int:
     return run_demo()
 
 
+def _version_line() -> str:
+    from app.core.version import DISTRIBUTION, build_info
+
+    build = build_info()
+    return f"{DISTRIBUTION} {build.version} (commit {build.commit})"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m app", description=__doc__)
+    parser.add_argument(
+        "--version", action="version", version=_version_line(), help="print version and commit"
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     serve_cmd = commands.add_parser("serve", help="run the HTTP service")
     serve_cmd.add_argument("--host", default=None, help="bind address (default HOST or 127.0.0.1)")

@@ -14,14 +14,19 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 
 from app.container import make_container
+from app.core.apidocs import assets_router, render_plugins
 from app.core.auth import CallerAuthenticator, CallerAuthMiddleware
 from app.core.bodies import BodyLimits, BodyRule, GatewayRequest
 from app.core.clock import SystemClock
 from app.core.db import migrate
+from app.core.http_metrics import HttpMetrics
 from app.core.metrics_endpoint import metrics
 from app.core.problems import problem_response
+from app.core.request_id import RequestMiddleware
 from app.core.settings import Settings
 from app.core.shared import SharedState
+from app.core.telemetry import Telemetry
+from app.core.tracing import Tracing
 from app.modules.ai.budget import BudgetStore
 from app.modules.ai.controller import AIController, HealthController
 from app.modules.ai.health import HealthService
@@ -55,6 +60,8 @@ def create_app(settings: Settings | None = None, *overrides: Provider) -> Litest
     else:
         log.warning("AUTHENTICATION DISABLED (GATEWAY_AUTH=disabled): every caller is anonymous")
     container = make_container(settings, *overrides)
+    http_metrics = HttpMetrics()
+    tracing = Tracing.from_settings(settings)  # None unless OTEL_EXPORTER_OTLP_*ENDPOINT
 
     async def start() -> None:
         await migrate(settings.database_url)
@@ -71,6 +78,7 @@ def create_app(settings: Settings | None = None, *overrides: Provider) -> Litest
         # Build clients and guards at start, not on the first request.
         await container.get(UnifiedAIService)
         overhead.histogram = (await container.get(AIMetrics)).overhead
+        http_metrics.bind((await container.get(Telemetry)).meter)
         (await container.get(HealthService)).start()
         # Move the ~130k objects made at start-up out of the collector's reach: otherwise each
         # full collection rescans them and stalls the loop for 100+ ms under load.
@@ -82,10 +90,18 @@ def create_app(settings: Settings | None = None, *overrides: Provider) -> Litest
         await (await container.get(UsageLedger)).close()
         await (await container.get(BudgetStore)).aclose()
         await container.close()
+        if tracing is not None:
+            tracing.shutdown()  # flushes the spans still batched
 
     limits = body_limits(settings)
     app = Litestar(
-        route_handlers=[AIController, HealthController, LiteratureController, metrics],
+        route_handlers=[
+            AIController,
+            HealthController,
+            LiteratureController,
+            metrics,
+            assets_router(),  # the docs pages' scripts, served here (no CDN)
+        ],
         middleware=middleware,
         request_class=GatewayRequest,
         before_request=limits,
@@ -97,6 +113,10 @@ def create_app(settings: Settings | None = None, *overrides: Provider) -> Litest
             title="Literature AI Gateway",
             version="0.1.0",
             description="AI gateway over Groq, Gemini, Azure OpenAI and OpenAI.",
+            # Every page and asset from this service (app.core.apidocs); descriptions from the
+            # handlers' docstrings.
+            render_plugins=render_plugins(),
+            use_handler_docstrings=True,
             components=Components(
                 security_schemes={
                     "bearer": SecurityScheme(
@@ -109,6 +129,15 @@ def create_app(settings: Settings | None = None, *overrides: Provider) -> Litest
         logging_config=None,  # app.core.logging owns the format
     )
     setup_dishka(container, app)
+    # Outermost, around Litestar's router and exception handling: every response (404s and
+    # errors raised by the middleware above included) gets the request id, a duration and
+    # an access line (app.core.request_id).
+    app.asgi_handler = RequestMiddleware(
+        app.asgi_handler,
+        metrics=http_metrics,
+        tracing=tracing,
+        text_log=settings.log_format == "text",
+    )
     return app
 
 

@@ -14,4 +14,6 @@ from app.core.telemetry import Telemetry
 @inject
 async def metrics(request: Request, telemetry: FromDishka[Telemetry]) -> Response[bytes]:  # type: ignore[type-arg]
     body, content_type = await telemetry.render_all(request.headers.get("accept"))
-    return Response(body, media_type=content_type)
+    # As a header, not `media_type`: Litestar appends `; charset=utf-8` to any text/* media
+    # type, and prometheus_client's already ends with it (the header said it twice).
+    return Response(body, media_type=content_type, headers={"content-type": content_type})

@@ -417,7 +417,14 @@ class GuardedServer(uvicorn.Server):
 
 
 def run_server(
-    app: Any, *, host: str, port: int, limits: ConnectionLimits, log_level: str, workers: int = 1
+    app: Any,
+    *,
+    host: str,
+    port: int,
+    limits: ConnectionLimits,
+    log_level: str,
+    workers: int = 1,
+    log_config: dict[str, Any] | None = None,
 ) -> int:
     """Serve `app` until a signal, as `uvicorn.run` would, on the guarded protocol.
 
@@ -432,7 +439,9 @@ def run_server(
         host=host,
         port=port,
         log_level=log_level.lower(),
-        access_log=False,
+        # Ours (app.core.logging): uvicorn's lines in the service's format, in every worker.
+        log_config=log_config,
+        access_log=False,  # app.core.request_id writes one access line per request
         timeout_graceful_shutdown=30,
         http=GuardedHttpToolsProtocol,
         backlog=limits.backlog,

@@ -14,9 +14,10 @@ from opentelemetry.exporter.prometheus import PrometheusMetricReader
 from opentelemetry.metrics import Meter
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.resources import Resource
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, Gauge, GCCollector, ProcessCollector
 from prometheus_client.exposition import choose_encoder
 
+from app.core.version import build_info
 from app.core.worker_metrics import WorkerMetrics
 
 # Seconds buckets for LLM calls: 10 ms to 60 s.
@@ -67,6 +68,17 @@ class Telemetry:
         )
         self.meter: Meter = self.provider.get_meter("app")
         self.workers: WorkerMetrics | None = None
+        # The process itself (CPU seconds, resident memory, open descriptors, start time) and
+        # Python's collector, from prometheus_client's own collectors: read at scrape time
+        # only, nothing per request. They read /proc, so they are empty off Linux.
+        ProcessCollector(registry=self.registry)
+        GCCollector(registry=self.registry)
+        Gauge(
+            "gateway_build_info",
+            "The running build: always 1, labelled with its version and commit",
+            ["version", "commit"],
+            registry=self.registry,
+        ).labels(version=build_info().version, commit=build_info().commit).set(1)
 
     async def serve_workers(self, *, index: int, workers: int, port_base: int) -> None:
         """Worker `index` of `workers`: serve this registry on loopback for the others, and

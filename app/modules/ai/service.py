@@ -21,7 +21,9 @@ from typing import Any, TypeVar
 
 from app.core.clock import Clock
 from app.core.ids import random_hex
+from app.core.request_id import current_request_id, note_answer
 from app.core.settings import ModelPrice, ProviderName, Settings
+from app.core.tracing import add_event
 from app.modules.ai.budget import MONTH, Blocked, BudgetStore, Reservation
 from app.modules.ai.cache import ResponseCache
 from app.modules.ai.domain import (
@@ -151,6 +153,8 @@ class UnifiedAIService:
             caller=call.context.caller,
             wait_s=call.deadline - self._clock.monotonic(),
         )
+        add_event("gateway.cache", {"gateway.cache.hit": hit})
+        _note(response, cached=hit)
         if not hit:
             return response
         latency_ms = (self._clock.monotonic() - call.started) * 1000
@@ -189,7 +193,9 @@ class UnifiedAIService:
         return _Call(
             request=request,
             context=context,
-            request_id=context.request_id or random_hex(),
+            # The HTTP request's id (X-Request-ID) when there is one, so the ledger rows match
+            # what the caller was told.
+            request_id=context.request_id or current_request_id() or random_hex(),
             started=started,
             deadline=started + (min(deadline_s, limit) if deadline_s else limit),
         )
@@ -344,6 +350,15 @@ class UnifiedAIService:
                 worst_case,
                 lease_s=call.deadline - self._clock.monotonic(),
             )
+            add_event(
+                "gateway.budget",
+                {
+                    "gen_ai.provider.name": guard.name.value,
+                    "gen_ai.request.model": model,
+                    "gateway.budget.reserved_usd": worst_case,
+                    "gateway.budget.blocked": isinstance(reservation, Blocked),
+                },
+            )
             if isinstance(reservation, Blocked):
                 attempts.append(Attempt(guard.name, model, AttemptOutcome.SKIPPED, BUDGET_SKIP))
                 span = "monthly" if reservation.period == MONTH else "daily"
@@ -371,6 +386,7 @@ class UnifiedAIService:
                         f"{guard.name.value} rejected the request as invalid"
                         + (f" ({error.code})" if error.code else "")
                         + "; check the messages, max_tokens and model",
+                        upstream_code=error.code,
                         extra={"attempts": _attempts(attempts)},
                     ) from error
                 if error.kind is FailureKind.CALLER_DEADLINE:  # no time left for anyone
@@ -543,6 +559,14 @@ class UnifiedAIService:
         error = result.error
         guard.finish_stream(model, result.elapsed_s, error, cancelled=result.cancelled)
         self._metrics.usage(guard.name.value, model, prompt, completion, cost)
+        note_answer(
+            provider=guard.name.value,
+            model=model,
+            prompt_tokens=prompt,
+            completion_tokens=completion,
+            cost_usd=cost + unanswered,
+            cached=False,
+        )
         kind = error.kind.value if error else (STREAM_CANCELLED if result.cancelled else None)
         attempts.append(
             Attempt(
@@ -621,6 +645,18 @@ class UnifiedAIService:
             metadata={"strategy": _strategy(call.request)},
             created_at=self._clock.now(),
         )
+
+
+def _note(response: AIResponse, *, cached: bool) -> None:
+    """The answer, for the request's access line (app.core.request_id)."""
+    note_answer(
+        provider=response.provider.value,
+        model=response.model,
+        prompt_tokens=response.usage.prompt_tokens,
+        completion_tokens=response.usage.completion_tokens,
+        cost_usd=0.0 if cached else response.cost_usd,
+        cached=cached,
+    )
 
 
 def _strategy(request: CompletionRequest) -> str | None:

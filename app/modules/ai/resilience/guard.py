@@ -33,6 +33,7 @@ from app.core.resilience.bounds import Bound, CallBounds
 from app.core.resilience.breaker import AsyncCircuitBreaker, Ticket
 from app.core.resilience.ratelimit import Limiter
 from app.core.settings import ProviderName, ProviderSettings
+from app.core.tracing import GEN_AI_PROVIDER_NAMES, end_span, start_client_span
 from app.modules.ai.domain import Attempt, AttemptOutcome, CompletionRequest, ProviderReply
 from app.modules.ai.errors import FailureKind, ProviderError
 from app.modules.ai.metrics import AIMetrics
@@ -320,12 +321,24 @@ class GuardedProvider:
             self.breaker.release(ticket)
             raise ProviderSkipped(DEADLINE_SKIP)
         bounds = CallBounds(upstream_s, remaining, self._pool_wait_s)
+        # One GenAI client span per upstream try: retries and fallbacks are its siblings.
+        span = start_client_span(
+            f"chat {model}",
+            {
+                "gen_ai.operation.name": "chat",
+                "gen_ai.provider.name": GEN_AI_PROVIDER_NAMES[self.name.value],
+                "gen_ai.request.model": model,
+            },
+        )
         try:
             async with bounds:
                 result = await call(key)
         except TimeoutError:
             fired = bounds.fired
             if fired is not None and bounds.waiting:  # never left: our pool was full
+                end_span(
+                    span, error_type=LOCAL_SATURATION if fired is Bound.POOL else DEADLINE_SKIP
+                )
                 self.breaker.release(ticket)
                 self._metrics.local_saturation.add(1, self.name.value)
                 if fired is Bound.POOL:
@@ -341,13 +354,16 @@ class GuardedProvider:
                 error = ProviderError(FailureKind.TIMEOUT, f"no answer within {upstream_s:.2f}s")
         except ProviderError as exc:
             error = exc
-        except BaseException:
+        except BaseException as exc:
             # Cancelled by the caller (or a bug): no verdict on the provider.
+            end_span(span, error_type=type(exc).__name__)
             self.breaker.release(ticket)
             raise
         else:
             elapsed = self._clock.monotonic() - started
+            end_span(span, attributes=_reply_attributes(result))
             return result, ticket, elapsed, max(0.0, elapsed - bounds.queued_s)
+        end_span(span, error_type=error.kind.value)
         elapsed = self._clock.monotonic() - started
         self._book_failure(error, ticket, key, model, elapsed)
         attempts.append(
@@ -400,6 +416,20 @@ class GuardedProvider:
                 return key
             limited.add(key.index)
             soonest = wait if soonest is None else min(soonest, wait)
+
+
+def _reply_attributes(result: object) -> dict[str, object]:
+    """GenAI response attributes of a whole answer (a stream's are known only at its end)."""
+    if not isinstance(result, ProviderReply):
+        return {}
+    attributes: dict[str, object] = {
+        "gen_ai.response.model": result.model,
+        "gen_ai.usage.input_tokens": result.prompt_tokens,
+        "gen_ai.usage.output_tokens": result.completion_tokens,
+    }
+    if result.finish_reason is not None:
+        attributes["gen_ai.response.finish_reasons"] = (result.finish_reason,)
+    return attributes
 
 
 class ProviderGuards(dict[ProviderName, GuardedProvider]):
