@@ -2,18 +2,25 @@
 
     python -m bench.fulltext_quality [--data DIR] [--repeat N] [--trafilatura]
 
-Runs `assess_html` on every page of the set (no AI), prints one row per page, a confusion table
-(true label x predicted content type), precision and recall of "is full text" on the whole set,
-on the part used for tuning and on the held-out part, how many verdicts were certain, and the
-time per page. The held-out part is chosen by hashing page ids, per label, so it is the same on
-every machine and was never looked at while the heuristics were tuned.
+Runs `assess_html` on every page of the set (no AI), prints one row per page and then, for the
+part used for tuning and for the held-out part separately: a confusion table (true label x
+predicted content type), precision and recall of "is full text", how many verdicts would go to
+`review` (the heuristics unsure and no AI verdict: never a positive), a calibration table (per
+confidence bucket, how many verdicts and the share right) and how many `certain` verdicts were
+wrong (that must stay 0: a certain verdict skips the AI). Last, the time per page.
+
+The set is tests/fixtures/fulltext/dev (see its README.md); `--data` points elsewhere. The
+held-out part is the `split` column of labels.csv (chosen by a salted hash per label, see
+`held_out_ids`); a set without that column is split by the same hash here.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import gzip
 import hashlib
+import itertools
 import statistics
 import sys
 import time
@@ -25,10 +32,13 @@ from pathlib import Path
 from app.modules.literature.content import ContentAssessment, ContentType, assess_html
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data" / "fulltext-dev"
+DEFAULT_DATA = REPO_ROOT / "tests" / "fixtures" / "fulltext" / "dev"
 POSITIVE_LABEL = "full_article"
-HELD_OUT_SHARE = 0.3
-_SPLIT_SALT = "fulltext-holdout:"
+LABELS = ("full_article", "abstract_only", "paywall_or_login", "not_article")
+HELD_OUT_SHARE = 0.35
+_SPLIT_SALT = "fulltext-dev-holdout:"
+# Calibration buckets: [0.5, 0.6), ..., [0.9, 1.0]; anything under 0.5 gets its own row.
+_BUCKETS = (0.0, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0001)
 _PREDICTED_ORDER = [t.value for t in ContentType]
 
 
@@ -38,6 +48,7 @@ class Page:
     label: str
     site: str
     path: Path
+    split: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,20 +79,41 @@ class Scores:
         return self.true_positives / actual if actual else 1.0
 
 
+def page_path(data: Path, page_id: str) -> Path:
+    """`pages/<id>.html`, or `pages/<id>.html.gz` for the pages stored compressed."""
+    plain = data / "pages" / f"{page_id}.html"
+    return plain if plain.exists() else plain.with_name(plain.name + ".gz")
+
+
 def load_pages(data: Path) -> list[Page]:
     """The labelled pages of the set, in labels.csv order."""
     with (data / "labels.csv").open(newline="", encoding="utf-8") as handle:
         return [
-            Page(row["id"], row["label"], row.get("site", ""), data / "pages" / f"{row['id']}.html")
+            Page(
+                row["id"],
+                row["label"],
+                row.get("site") or "",
+                page_path(data, row["id"]),
+                (row.get("split") or "").strip(),
+            )
             for row in csv.DictReader(handle)
         ]
 
 
 def held_out_ids(pages: Iterable[Page], share: float = HELD_OUT_SHARE) -> frozenset[str]:
+    """The held-out pages: the `split` column when the set has one, else `hash_split`."""
+    pages = list(pages)
+    if pages and all(page.split for page in pages):
+        return frozenset(page.id for page in pages if page.split == "holdout")
+    return hash_split(pages, share)
+
+
+def hash_split(pages: Iterable[Page], share: float = HELD_OUT_SHARE) -> frozenset[str]:
     """About `share` of each label's pages, chosen by a salted hash of the id.
 
-    Per label, so every class is represented in both parts; by hash, so adding a page to the
-    set moves few others between parts.
+    Per label, so every class is represented in both parts; by hash, so the choice is the same on
+    every machine and nobody picks which pages are kept aside. labels.csv records the result in
+    its `split` column and a test checks the column against this rule.
     """
     by_label: dict[str, list[str]] = {}
     for page in pages:
@@ -94,8 +126,27 @@ def held_out_ids(pages: Iterable[Page], share: float = HELD_OUT_SHARE) -> frozen
 
 
 def read_html(path: Path) -> str:
-    """Pages are saved as served; undecodable bytes become U+FFFD rather than failing."""
-    return path.read_bytes().decode("utf-8", errors="replace")
+    """Pages are saved as served (large ones gzipped); undecodable bytes become U+FFFD."""
+    raw = path.read_bytes()
+    if path.suffix == ".gz":
+        raw = gzip.decompress(raw)
+    return raw.decode("utf-8", errors="replace")
+
+
+def is_review(assessment: ContentAssessment) -> bool:
+    """Whether the service would answer `review` for this verdict when no AI verdict stands.
+
+    Read defensively: the `review` recommendation and `needs_review` may or may not be on the
+    assessment (the verification layer adds them); without them, an uncertain verdict is what
+    goes to review.
+    """
+    recommendation = getattr(assessment, "recommendation", None)
+    if str(getattr(recommendation, "value", recommendation)) == "review":
+        return True
+    needs_review = getattr(assessment, "needs_review", None)
+    if isinstance(needs_review, bool):
+        return needs_review
+    return not bool(getattr(assessment, "certain", False))
 
 
 def run(pages: Sequence[Page], repeat: int = 1) -> list[Result]:
@@ -115,12 +166,16 @@ def run(pages: Sequence[Page], repeat: int = 1) -> list[Result]:
     return results
 
 
-def scores(results: Iterable[Result]) -> Scores:
+def scores(results: Iterable[Result], review_is_negative: bool = False) -> Scores:
+    """Precision and recall of `is_full_text`; with `review_is_negative`, of an accept without
+    review (what the service does with no AI verdict: a `review` is never a positive)."""
     pages = tp = fp = fn = 0
     for result in results:
         pages += 1
         actual = result.page.label == POSITIVE_LABEL
         predicted = result.assessment.is_full_text
+        if review_is_negative and is_review(result.assessment):
+            predicted = False
         tp += actual and predicted
         fp += predicted and not actual
         fn += actual and not predicted
@@ -138,8 +193,8 @@ def print_pages(results: Sequence[Result]) -> None:
         print(
             f"{r.page.id:<28} {r.page.label:<17} {a.content_type.value:<14} "
             f"{'yes' if a.is_full_text else 'no':<5} {a.confidence:>5.2f} "
-            f"{'yes' if a.certain else 'no':<7} {r.ms:>6.1f}  "
-            f"{'held-out' if r.held_out else 'tuning'}{mark}"
+            f"{'yes' if getattr(a, 'certain', False) else 'no':<7} {r.ms:>6.1f}  "
+            f"{'holdout' if r.held_out else 'tune'}{mark}"
         )
 
 
@@ -155,27 +210,73 @@ def print_confusion(results: Sequence[Result]) -> None:
         print(f"{label:<17}{row}")
 
 
-def print_scores(results: Sequence[Result]) -> None:
-    parts = {
-        "all": list(results),
-        "tuning": [r for r in results if not r.held_out],
-        "held-out": [r for r in results if r.held_out],
+def parts(results: Sequence[Result]) -> dict[str, list[Result]]:
+    """The tuning part and the held-out part, reported separately (and never pooled)."""
+    return {
+        "tune": [r for r in results if not r.held_out],
+        "holdout": [r for r in results if r.held_out],
     }
-    print(f"{'part':<9} {'pages':>5} {'TP':>3} {'FP':>3} {'FN':>3} {'precision':>9} {'recall':>7}")
-    for name, part in parts.items():
-        s = scores(part)
-        print(
-            f"{name:<9} {s.pages:>5} {s.true_positives:>3} {s.false_positives:>3} "
-            f"{s.false_negatives:>3} {s.precision:>9.3f} {s.recall:>7.3f}"
-        )
-    certain = [r for r in results if r.assessment.certain]
-    wrong_certain = [
-        r for r in certain if r.assessment.is_full_text != (r.page.label == POSITIVE_LABEL)
-    ]
+
+
+def right(result: Result) -> bool:
+    """Whether the verdict's yes/no on "is full text" matches the label."""
+    return result.assessment.is_full_text == (result.page.label == POSITIVE_LABEL)
+
+
+def print_scores(results: Sequence[Result]) -> None:
+    """Precision and recall per part: of `is_full_text`, and of an accept without review."""
     print(
-        f"certain: {len(certain)}/{len(results)} pages (AI not needed); "
-        f"wrong among certain: {len(wrong_certain)}"
+        f"{'part':<8} {'pages':>5} {'TP':>3} {'FP':>3} {'FN':>3} {'precision':>9} {'recall':>7}"
+        f"  {'review':>10}  {'P(no rev)':>9} {'R(no rev)':>9}  {'certain':>7} {'wrong':>5}"
     )
+    for name, part in parts(results).items():
+        if not part:
+            continue
+        s = scores(part)
+        strict = scores(part, review_is_negative=True)
+        reviews = sum(is_review(r.assessment) for r in part)
+        certain = [r for r in part if getattr(r.assessment, "certain", False)]
+        wrong_certain = sum(not right(r) for r in certain)
+        print(
+            f"{name:<8} {s.pages:>5} {s.true_positives:>3} {s.false_positives:>3} "
+            f"{s.false_negatives:>3} {s.precision:>9.3f} {s.recall:>7.3f}"
+            f"  {reviews:>3} ({reviews / len(part):>4.0%})  {strict.precision:>9.3f} "
+            f"{strict.recall:>9.3f}  {len(certain):>7} {wrong_certain:>5}"
+        )
+    print(
+        "precision/recall: of is_full_text; review: verdicts that would go to review without an"
+        " AI verdict (never a positive); P/R(no rev): review counted as a no; wrong: certain"
+        " verdicts that were wrong (must be 0)"
+    )
+
+
+def calibration(results: Iterable[Result]) -> list[tuple[str, int, int]]:
+    """Per confidence bucket: its name, how many verdicts fell in it, how many were right."""
+    rows: list[tuple[str, int, int]] = []
+    results = list(results)
+    for low, high in itertools.pairwise(_BUCKETS):
+        inside = [r for r in results if low <= r.assessment.confidence < high]
+        if low == 0.0 and not inside:
+            continue
+        name = f"<{high:.1f}" if low == 0.0 else f"{low:.1f}-{min(high, 1.0):.1f}"
+        rows.append((name, len(inside), sum(right(r) for r in inside)))
+    return rows
+
+
+def print_calibration(results: Sequence[Result]) -> None:
+    """How often the verdicts at each confidence level are right, per part."""
+    split = parts(results)
+    header = "".join(f"  {name:>8} {'right':>6}" for name in split)
+    print(f"{'confidence':<10}{header}")
+    tables = {name: calibration(part) for name, part in split.items()}
+    names = [row[0] for row in calibration(results)]
+    for bucket in names:
+        cells = ""
+        for name in split:
+            count, ok = next(((n, k) for b, n, k in tables[name] if b == bucket), (0, 0))
+            share = f"{ok / count:.0%}" if count else "-"
+            cells += f"  {count:>8} {share:>6}"
+        print(f"{bucket:<10}{cells}")
 
 
 def print_times(results: Sequence[Result]) -> None:
@@ -207,7 +308,7 @@ def print_trafilatura_times(pages: Sequence[Page]) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="the labelled set")
-    parser.add_argument("--repeat", type=int, default=3, help="runs per page for timing")
+    parser.add_argument("--repeat", type=int, default=1, help="runs per page for timing")
     parser.add_argument(
         "--trafilatura", action="store_true", help="also time trafilatura.extract per page"
     )
@@ -218,10 +319,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     pages = load_pages(args.data)
     results = run(pages, repeat=args.repeat)
     print_pages(results)
-    print()
-    print_confusion(results)
+    for name, part in parts(results).items():
+        print(f"\n{name} part ({len(part)} pages): true label x predicted content type")
+        print_confusion(part)
     print()
     print_scores(results)
+    print()
+    print_calibration(results)
+    print()
     print_times(results)
     if args.trafilatura:
         print_trafilatura_times(pages)
