@@ -9,7 +9,17 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from app.core.settings import RoutingStrategy
 from app.modules.ai.domain import Intent
 
-Temperature = Annotated[float, Field(ge=0.0, le=2.0, description="Sampling temperature, 0..2")]
+
+def _temperature() -> Any:
+    """An optional temperature, 0..2. Spelled as the field's own bounds, with the 0 repeated in
+    `json_schema_extra`: Litestar's OpenAPI drops a bound inside `X | None` and a bound of 0."""
+    return Field(
+        default=None,
+        ge=0.0,
+        le=2.0,
+        description="Sampling temperature, 0..2 (0: deterministic, and cached)",
+        json_schema_extra={"minimum": 0.0},
+    )
 
 
 class MessageIn(BaseModel):
@@ -25,7 +35,14 @@ class CompletionBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     prompt: str | None = Field(default=None, min_length=1)
-    messages: list[MessageIn] | None = Field(default=None, min_length=1)
+    messages: list[MessageIn] | None = Field(
+        default=None,
+        min_length=1,
+        description="The conversation, oldest first; at most AI_MAX_MESSAGES (default 2048), "
+        "more is refused with 413 before any message is parsed",
+        # Litestar writes an optional list's bound as minLength; an array's is minItems.
+        json_schema_extra={"min_items": 1, "min_length": None},
+    )
     system: str | None = Field(default=None, min_length=1)
     model: str | None = Field(
         default=None,
@@ -33,7 +50,7 @@ class CompletionBody(BaseModel):
         max_length=200,
         description="Alias (fast, quality), a model name, or provider/model; default fast",
     )
-    temperature: Temperature | None = None
+    temperature: float | None = _temperature()
     max_tokens: int | None = Field(default=None, ge=1)
     json_mode: bool = False
     intent: Intent | None = None
@@ -54,9 +71,9 @@ class CompletionBody(BaseModel):
 
 
 class UsageOut(BaseModel):
-    prompt_tokens: int
-    completion_tokens: int
-    total_tokens: int
+    prompt_tokens: int = Field(ge=0, examples=[412])
+    completion_tokens: int = Field(ge=0, examples=[96])
+    total_tokens: int = Field(ge=0, examples=[508])
 
 
 class AttemptOut(BaseModel):
@@ -68,12 +85,12 @@ class AttemptOut(BaseModel):
 
 
 class CompletionOut(BaseModel):
-    content: str
-    provider: str
-    model: str
+    content: str = Field(examples=["The full text is available (PMC4267813)."])
+    provider: str = Field(examples=["groq"])
+    model: str = Field(examples=["llama-3.1-8b-instant"])
     usage: UsageOut
-    cost_usd: float
-    latency_ms: float
+    cost_usd: float = Field(ge=0, examples=[0.0], description="0 on a free tier or a cache hit")
+    latency_ms: float = Field(ge=0, examples=[412.7])
     cached: bool
     attempts: list[AttemptOut]
 
@@ -117,8 +134,12 @@ class ChatCompletionBody(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     model: str = Field(min_length=1, max_length=200)
-    messages: list[ChatMessageIn] = Field(min_length=1)
-    temperature: Temperature | None = None
+    messages: list[ChatMessageIn] = Field(
+        min_length=1,
+        description="At most AI_MAX_MESSAGES (default 2048); more is refused with 413 before "
+        "any message is parsed",
+    )
+    temperature: float | None = _temperature()
     max_tokens: int | None = Field(default=None, ge=1)
     max_completion_tokens: int | None = Field(default=None, ge=1)
     response_format: ResponseFormat | None = None
@@ -130,31 +151,56 @@ class ChatCompletionBody(BaseModel):
 
 class ChatMessageOut(BaseModel):
     role: Literal["assistant"] = "assistant"
-    content: str
+    content: str = Field(examples=["The abstract describes a randomised controlled trial."])
 
 
 class ChoiceOut(BaseModel):
-    index: int
+    index: int = Field(ge=0, examples=[0])
     message: ChatMessageOut
-    finish_reason: str
+    finish_reason: str = Field(examples=["stop"])
     logprobs: None = None
 
 
 class ChatCompletionOut(BaseModel):
-    id: str
+    id: str = Field(examples=["chatcmpl-5f0c2a9e41d7b3c8"])
     object: Literal["chat.completion"] = "chat.completion"
-    created: int
-    model: str
-    choices: list[ChoiceOut]
+    created: int = Field(examples=[1767225600])
+    model: str = Field(examples=["gpt-4o-mini"])
+    choices: list[ChoiceOut] = Field(min_length=1, max_length=1)
     usage: UsageOut
-    provider: str = Field(description="Gateway extension: the provider that answered")
-    cost_usd: float = Field(description="Gateway extension: cost of this call in USD")
+    provider: str = Field(
+        description="Gateway extension: the provider that answered", examples=["openai"]
+    )
+    cost_usd: float = Field(
+        ge=0, description="Gateway extension: cost of this call in USD", examples=[0.000119]
+    )
+
+
+class ModelOut(BaseModel):
+    """One routable name, as OpenAI describes a model."""
+
+    id: str = Field(description="An alias (fast, quality) or provider/model")
+    object: Literal["model"] = "model"
+    created: int = Field(description="Unix time the gateway started serving it")
+    owned_by: str = Field(description="The provider, or literature-ai-gateway for an alias")
+
+
+class ModelListOut(BaseModel):
+    """`GET /v1/models`: every name the gateway can route, in OpenAI's list shape."""
+
+    object: Literal["list"] = "list"
+    data: list[ModelOut]
 
 
 class LiveOut(BaseModel):
-    """`GET /health/live`: the process answers HTTP, nothing more."""
+    """`GET /health/live`: the process answers HTTP, and which build it is."""
 
     status: Literal["ok"] = "ok"
+    version: str = Field(description="The package version", examples=["0.1.0"])
+    commit: str = Field(
+        description="The commit it was built from (GIT_COMMIT), or unknown",
+        examples=["fa61437"],
+    )
 
 
 class LedgerOut(BaseModel):
@@ -264,3 +310,29 @@ class BudgetsOut(BaseModel):
     # Where this replica's numbers come from: in-process (REDIS_URL unset), redis, or while
     # Redis is away local-share (this replica's share) or redis-lost (not yet confirmed).
     store: str
+
+
+# --- the streamed answer (`stream: true`), documented as the route's text/event-stream -------
+
+CHUNK_STREAM_DESCRIPTION = (
+    "With `stream: true`: Server-Sent Events, one `data: <json>` line and a blank line per "
+    "event. Each event is an OpenAI `chat.completion.chunk` (`id`, `object`, `created`, "
+    "`model`, the gateway's `provider`, `choices: [{index: 0, delta, finish_reason}]`): the "
+    "first carries `delta.role` with the first text, then one per upstream piece with "
+    "`delta.content`, then one with an empty delta and the `finish_reason`; with "
+    "`stream_options.include_usage`, one with `choices: []` and `usage`; the stream ends "
+    "with `data: [DONE]`. A fault after the first text ends it with "
+    '`data: {"error": {message, type, param, code}}` instead (the SDKs raise it).'
+)
+CHUNK_STREAM_EXAMPLE = (
+    'data: {"id":"chatcmpl-5f0c2a9e41d7b3c8","object":"chat.completion.chunk",'
+    '"created":1767225600,"model":"gpt-4o-mini","provider":"openai","choices":[{"index":0,'
+    '"delta":{"role":"assistant","content":"The full"},"finish_reason":null}]}\n\n'
+    'data: {"id":"chatcmpl-5f0c2a9e41d7b3c8","object":"chat.completion.chunk",'
+    '"created":1767225600,"model":"gpt-4o-mini","provider":"openai","choices":[{"index":0,'
+    '"delta":{"content":" text is available."},"finish_reason":null}]}\n\n'
+    'data: {"id":"chatcmpl-5f0c2a9e41d7b3c8","object":"chat.completion.chunk",'
+    '"created":1767225600,"model":"gpt-4o-mini","provider":"openai","choices":[{"index":0,'
+    '"delta":{},"finish_reason":"stop"}]}\n\n'
+    "data: [DONE]\n\n"
+)
