@@ -12,21 +12,31 @@ from dishka.integrations.litestar import inject
 from litestar import Controller, Response, get, post
 from litestar.exceptions import ValidationException
 from litestar.openapi import ResponseSpec
-from litestar.params import JSONBody
+from litestar.params import FromPath, JSONBody
 from litestar.response import Stream
 from litestar.status_codes import HTTP_200_OK, HTTP_503_SERVICE_UNAVAILABLE
 
+from app.core.apidocs import event_stream_operation
 from app.core.auth import Caller
 from app.core.errors import GatewayError
 from app.core.ids import random_hex
-from app.core.problems import openai_error_response, openai_error_responses, problem_responses
+from app.core.problems import (
+    openai_error_body,
+    openai_error_response,
+    openai_error_responses,
+    problem_responses,
+)
 from app.core.settings import Settings
+from app.core.version import build_info
 from app.modules.ai.budget import BudgetStore
 from app.modules.ai.domain import AIResponse, CallContext
-from app.modules.ai.errors import ProviderError
+from app.modules.ai.errors import ModelNotFound, ProviderError
 from app.modules.ai.health import HealthService, HealthStatus
+from app.modules.ai.models_list import ListedModel, ModelCatalog
 from app.modules.ai.requests import chat_request, completion_request
 from app.modules.ai.schemas import (
+    CHUNK_STREAM_DESCRIPTION,
+    CHUNK_STREAM_EXAMPLE,
     AttemptOut,
     BudgetOut,
     BudgetsOut,
@@ -41,6 +51,8 @@ from app.modules.ai.schemas import (
     KeyOut,
     LedgerOut,
     LiveOut,
+    ModelListOut,
+    ModelOut,
     ProbeOut,
     ProviderHealthOut,
     ProvidersHealthOut,
@@ -112,6 +124,7 @@ class AIController(Controller):
                 ChatCompletionOut,
                 description="The completion; with stream: true, chat.completion.chunk events "
                 "as text/event-stream",
+                generate_examples=False,  # the models carry real examples
             ),
             **openai_error_responses(400, 401, 404, 429, 503, 504),
         },
@@ -119,6 +132,7 @@ class AIController(Controller):
             GatewayError: openai_error_response,
             ValidationException: openai_error_response,
         },
+        operation_class=event_stream_operation(CHUNK_STREAM_DESCRIPTION, CHUNK_STREAM_EXAMPLE),
     )
     @inject
     async def chat_completions(
@@ -160,6 +174,34 @@ class AIController(Controller):
         # A Response, not the bare model: a handler annotated with a model gets Litestar's JSON
         # media type, which then overrides the Stream's own, and an event stream must say so.
         return Response(completion)
+
+    @get(
+        "/models",
+        responses=openai_error_responses(401, 429),
+        exception_handlers={GatewayError: openai_error_response},
+    )
+    @inject
+    async def models(self, catalog: FromDishka[ModelCatalog]) -> ModelListOut:
+        """OpenAI's model list: the aliases (fast, quality) and every provider/model of a
+        configured provider the gateway can route, so `client.models.list()` works."""
+        return ModelListOut(data=[_model_out(m) for m in catalog.all()])
+
+    @get(
+        "/models/{model:path}",
+        responses=openai_error_responses(401, 404, 429),
+        exception_handlers={GatewayError: openai_error_response},
+    )
+    @inject
+    async def model(self, model: FromPath[str], catalog: FromDishka[ModelCatalog]) -> ModelOut:
+        """One listed model (`client.models.retrieve`): an alias, provider/model, or a bare
+        model name a configured provider serves; 404 model_not_found otherwise."""
+        name = model.lstrip("/")
+        found = catalog.find(name)
+        if found is None:
+            raise ModelNotFound(
+                "the gateway routes no model by this name: GET /v1/models lists them"
+            )
+        return _model_out(found)
 
     @get("/usage", responses=problem_responses(401, 429, 503))
     @inject
@@ -226,6 +268,10 @@ async def _live_sse(stream: AIStream, include_usage: bool) -> AsyncIterator[byte
     yield b"data: [DONE]\n\n"
 
 
+def _model_out(model: ListedModel) -> ModelOut:
+    return ModelOut(id=model.id, created=model.created, owned_by=model.owned_by)
+
+
 def _choice(delta: dict[str, str], finish: str | None) -> dict[str, object]:
     return {"choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
 
@@ -234,13 +280,13 @@ def _sse(event: dict[str, object]) -> bytes:
     return b"data: " + msgspec.json.encode(event) + b"\n\n"
 
 
-def _stream_error(error: ProviderError) -> dict[str, object]:
+def _stream_error(error: ProviderError) -> object:
     """OpenAI's error object; the message names the failure kind, never upstream text."""
-    return {
-        "message": f"the upstream stream failed after it started: {error.kind.value}",
-        "type": "server_error",
-        "code": error.kind.value,
-    }
+    return openai_error_body(
+        f"the upstream stream failed after it started: {error.kind.value}",
+        type="server_error",
+        code=error.kind.value,
+    )["error"]
 
 
 class HealthController(Controller):
@@ -249,14 +295,18 @@ class HealthController(Controller):
 
     @get("/live")
     async def live(self) -> LiveOut:
-        """The process is up and serving HTTP (liveness: restart it if this fails)."""
-        return LiveOut()
+        """The process is up and serving HTTP (liveness: restart it if this fails), and the
+        build it runs (read once at start)."""
+        build = build_info()
+        return LiveOut(version=build.version, commit=build.commit)
 
     @get(
         "/ready",
         responses={
             503: ResponseSpec(
-                HealthOut, description="This replica cannot take requests (config or ledger)"
+                HealthOut,
+                description="This replica cannot take requests (config or ledger)",
+                generate_examples=False,
             )
         },
     )

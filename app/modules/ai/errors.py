@@ -5,9 +5,13 @@ ProviderError (internal, raised by adapters, never shown as-is)
                        bad_response | auth | bad_request | not_found |
                        caller_deadline (the caller's own deadline cut the call: no verdict)
 GatewayError (app.core.errors)
-├── UnknownModel (400)            alias or model name we cannot route
+├── UnknownModel (400)            alias or model name we cannot route (404 model_not_found
+│   │                             on the OpenAI route, as OpenAI answers it)
 │   └── InvalidModelName (400)    a model name outside the strict name rule (it would reach
 │                                 an upstream URL path); nothing is sent
+├── ContextLengthExceeded (400)   the prompt is longer than AI_MAX_PROMPT_CHARS
+├── UnsupportedParameter (400)    a request field the gateway refuses (`tools`, `stream`
+│                                 with a JSON schema); names the field
 ├── ModelNotFound (404)           the pinned model does not exist at its provider
 ├── UnpricedModel (404)           a paid provider's model missing from the price table, refused
 │                                 before any upstream call (AI_ALLOW_UNPRICED_MODELS=false); on
@@ -23,7 +27,7 @@ GatewayError (app.core.errors)
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from app.core.errors import (
     GatewayError,
@@ -107,6 +111,25 @@ class InvalidModelName(UnknownModel):
     openai_error: ClassVar[dict[str, str]] = {"param": "model"}
 
 
+class ContextLengthExceeded(InvalidRequest):
+    """The prompt is longer than the gateway accepts (OpenAI's context_length_exceeded)."""
+
+    slug = "context-length-exceeded"
+    title = "Prompt too long"
+
+
+class UnsupportedParameter(InvalidRequest):
+    """A request field the gateway will not honour: refused rather than silently dropped,
+    so a client that relies on it learns at once. OpenAI's `unsupported_parameter`."""
+
+    slug = "unsupported-parameter"
+    title = "Unsupported parameter"
+
+    def __init__(self, detail: str, *, param: str) -> None:
+        super().__init__(detail)
+        self.openai_error = {"param": param}
+
+
 class ModelNotFound(GatewayError):
     status = 404
     slug = "model-not-found"
@@ -134,6 +157,19 @@ class UpstreamRejected(GatewayError):
     status = 400
     slug = "upstream-rejected"
     title = "The provider rejected the request"
+
+    def __init__(
+        self, detail: str, *, upstream_code: str | None = None, extra: dict[str, Any] | None = None
+    ) -> None:
+        super().__init__(detail, extra=extra)
+        # The provider's own code when OpenAI's SDKs know it (a prompt over the model's
+        # context), so the caller sees the code it would have seen from OpenAI.
+        if upstream_code in OPENAI_UPSTREAM_CODES:
+            self.openai_error = {"code": upstream_code, "param": "messages"}
+
+
+# Upstream error codes passed on as they are on the OpenAI route.
+OPENAI_UPSTREAM_CODES = frozenset({"context_length_exceeded"})
 
 
 class BudgetExceeded(RateLimitExceeded):

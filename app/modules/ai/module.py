@@ -23,6 +23,7 @@ from app.modules.ai.budget_store import RedisBudgets
 from app.modules.ai.cache import CacheStore, MemoryStore, RedisStore, ResponseCache
 from app.modules.ai.health import HealthService
 from app.modules.ai.metrics import AIMetrics
+from app.modules.ai.models_list import ModelCatalog
 from app.modules.ai.pricing import PriceTable
 from app.modules.ai.providers import KeyPool, build_adapter
 from app.modules.ai.providers.keys import key_id
@@ -41,6 +42,7 @@ class AIModule(Provider):
 
     prices = provide(PriceTable)
     service = provide(UnifiedAIService)
+    models = provide(ModelCatalog)
 
     @provide
     def budget(

@@ -10,7 +10,7 @@ from app.core.errors import InvalidRequest
 from app.core.model_names import RULE, model_field_problem
 from app.core.settings import Settings
 from app.modules.ai.domain import ChatMessage, CompletionRequest, Role
-from app.modules.ai.errors import InvalidModelName
+from app.modules.ai.errors import ContextLengthExceeded, InvalidModelName, UnsupportedParameter
 from app.modules.ai.routing import ALIASES
 from app.modules.ai.schemas import ChatCompletionBody, CompletionBody
 
@@ -49,7 +49,11 @@ def completion_request(body: CompletionBody, settings: Settings) -> CompletionRe
 
 def chat_request(body: ChatCompletionBody, settings: Settings) -> CompletionRequest:
     if body.tools:
-        raise InvalidRequest("'tools' (function calling) is not supported by this gateway")
+        raise UnsupportedParameter(
+            "'tools' (function calling) is not supported by this gateway; for structured "
+            "output send response_format with a json_schema instead",
+            param="tools",
+        )
     messages: list[ChatMessage] = []
     for message in body.messages:
         if isinstance(message.content, list):
@@ -73,8 +77,9 @@ def chat_request(body: ChatCompletionBody, settings: Settings) -> CompletionRequ
 def _checked(request: CompletionRequest, settings: Settings) -> CompletionRequest:
     size = sum(len(m.content) for m in request.messages)
     if size > settings.ai_max_prompt_chars:
-        raise InvalidRequest(
-            f"prompt is {size} characters; the limit is {settings.ai_max_prompt_chars}"
+        raise ContextLengthExceeded(
+            f"prompt is {size} characters; the limit is {settings.ai_max_prompt_chars} "
+            "(AI_MAX_PROMPT_CHARS)"
         )
     if not any(m.role is Role.USER for m in request.messages):
         raise InvalidRequest("messages must include at least one 'user' message")
