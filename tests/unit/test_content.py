@@ -346,11 +346,12 @@ def test_assess_text_of_a_short_abstract_is_not_full_text() -> None:
 
 # --- the development set -----------------------------------------------------------------------
 
-# The heuristics reach precision and recall 1.0 on this set (all 40 pages, and the 12 held out);
-# the assertions leave a margin of one wrong page of each kind.
-DEV_MIN_PRECISION = 0.93
-DEV_MIN_RECALL = 0.93
-HELD_OUT_MIN = 0.75
+# The set is tests/fixtures/fulltext/dev (151 pages, 54 held out). Floors at what the heuristics
+# reached when it grew from 40 pages (all: precision 0.905, recall 1.0; held out: 0.875, 1.0), so
+# a regression fails; raise them as the heuristics improve (issue 15 aims at 0.98 / 0.95 held out).
+DEV_MIN_PRECISION = 0.90
+DEV_MIN_RECALL = 0.95
+HELD_OUT_MIN = 0.85
 
 
 def test_dev_set_precision_and_recall() -> None:
