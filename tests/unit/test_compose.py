@@ -25,6 +25,7 @@ from tests.support.deploy import (
     secret_env_names,
     served_routes,
 )
+from tests.unit.test_dockerfile import image_env
 
 COMPOSE = INFRA / "compose.yaml"
 GATEWAYS = ("gateway-1", "gateway-2")
@@ -93,6 +94,10 @@ def test_gateway_variables_are_the_settings_own() -> None:
         assert not inline, f"{name} sets secrets inline: {inline}"
         for variable in ("DATABASE_URL_FILE", "GATEWAY_API_KEYS_FILE", "GROQ_API_KEYS_FILE"):
             assert variable in environment
+        # With the image's own variables, no secret is set twice (NAME and NAME_FILE).
+        merged = set(image_env()) | set(environment)
+        twice = {name for name in merged if f"{name}_FILE" in merged}
+        assert not twice, f"{name}: set both ways (refused at start): {twice}"
 
 
 def test_the_replicas_are_the_same_service_with_their_own_data() -> None:

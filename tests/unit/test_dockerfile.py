@@ -12,11 +12,13 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from app.core.settings import Settings
 from tests.support.deploy import (
     ROOT,
     SERVICE_PORT,
     graceful_shutdown_s,
     parse_duration_s,
+    secret_env_names,
     served_routes,
 )
 
@@ -165,12 +167,21 @@ def problems(text: str) -> list[str]:
     expected = ["python", "-m", "app", "serve", "--host", "0.0.0.0", "--port", str(SERVICE_PORT)]
     if not cmd or _exec_form(cmd[-1].args) != expected:
         found.append("CMD is not the exec form of `python -m app serve` on 0.0.0.0:8000")
-    if not any(
-        "DATABASE_URL" in name and "/data/" in value
-        for ins in final.all("ENV")
-        for name, value in _env_pairs(ins)
+    for ins in final.all("ENV"):
+        for name, value in _env_pairs(ins):
+            if name in secret_env_names() and value:
+                # A deployment's <NAME>_FILE and the image's NAME would both be set: refused.
+                found.append(f"ENV {name} is a secret the deployment gives through {name}_FILE")
+    workdir = final.all("WORKDIR")
+    default_db = Settings.model_fields["database_url"].default
+    relative = default_db.partition(":///")[2]
+    links = [ins.args for ins in final.all("RUN") if re.search(r"ln -s /data \S+/data\b", ins.args)]
+    if not (
+        workdir
+        and relative.startswith("./data/")
+        and any(f"ln -s /data {workdir[-1].args}/data" in link for link in links)
     ):
-        found.append("DATABASE_URL does not point into the writable /data")
+        found.append("the default ledger (./data) is not the writable /data")
     return found
 
 
@@ -207,17 +218,22 @@ def _broken(old: str, new: str) -> str:
             "in a layer",
         ),
         (
-            'DATABASE_URL="sqlite+aiosqlite:////data/gateway.db"',
-            'DATABASE_URL="postgresql+asyncpg://gw:pw@db/gw"',
+            "PYTHONUNBUFFERED=1 \\",
+            'PYTHONUNBUFFERED=1 \\\n    LEDGER="postgresql+asyncpg://gw:pw@db/gw" \\',
             "URL with a password",
         ),
         ("-c constraints.txt ", "", "without -c constraints.txt"),
+        (
+            "HOST=0.0.0.0 \\",
+            'DATABASE_URL="sqlite+aiosqlite:////data/g.db" \\\n    HOST=0.0.0.0 \\',
+            "through DATABASE_URL_FILE",
+        ),
         ("/health/live", "/healthz", "not the served"),
         ("127.0.0.1:8000", "127.0.0.1:8080", "port 8080"),
         ("STOPSIGNAL SIGTERM", "STOPSIGNAL SIGKILL", "STOPSIGNAL"),
         ('stop-grace-period="40s"', 'stop-grace-period="10s"', "stop grace 10s"),
         ("COPY app ./app", "COPY . .", "whole context"),
-        ("/data/gateway.db", "./gateway.db", "writable /data"),
+        ("ln -s /data /srv/gateway/data", "true", "writable /data"),
     ],
 )
 def test_each_rule_catches_its_break(old: str, new: str, problem: str) -> None:
@@ -241,3 +257,9 @@ def test_the_build_context_keeps_secrets_and_local_state_out() -> None:
             copied.update(w.rstrip("/") for w in ins.args.split()[:-1])
     assert copied <= allowed
     assert not allowed & {".env", "data", ".venv", "tests", ".git"}
+
+
+def image_env() -> dict[str, str]:
+    """The variables the image's final stage sets (the compose and k8s checks add theirs)."""
+    final = parse(DOCKERFILE.read_text())[-1]
+    return {name: value for ins in final.all("ENV") for name, value in _env_pairs(ins)}
