@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
+from app.core.config_check import error_lines, unknown_variables
 from app.core.logging import configure_logging, logging_config
 from app.core.masking import mask_url
 from app.core.settings import Settings
@@ -23,10 +24,9 @@ def _settings() -> Settings:
     try:
         return Settings()
     except ValidationError as exc:
-        # Show which variable is wrong, never its value (it may be a key).
-        for error in exc.errors():
-            where = ".".join(str(part) for part in error["loc"]).upper()
-            print(f"configuration error: {where}: {error['msg']}", file=sys.stderr)
+        # Show which variable is wrong (the whole name: GROQ_TIMEOUT_S), never its value.
+        for line in error_lines(exc):
+            print(f"configuration error: {line}", file=sys.stderr)
         raise SystemExit(2) from None
 
 
@@ -87,6 +87,8 @@ def serve(args: argparse.Namespace) -> int:
         ",".join(configured) or "none",
         mask_url(settings.database_url),
     )
+    for unknown in unknown_variables(os.environ):  # a typo would leave a default in force
+        logging.getLogger("app").warning("configuration: %s", unknown.message())
     try:
         # Slow and idle clients are bounded (app.core.server): the numbers come first, so a
         # descriptor limit too low for the pools is a configuration error, not a late EMFILE.
@@ -136,6 +138,11 @@ def _serve_workers(
 def check_config(_: argparse.Namespace) -> int:
     settings = _settings()
     report = settings.masked()
+    unknown = unknown_variables(os.environ)
+    if unknown:  # listed, not refused: see app.core.config_check
+        report["unknown_variables"] = {u.name: u.nearest for u in unknown}
+        for variable in unknown:
+            print(f"warning: {variable.message()}", file=sys.stderr)
     notes = deployment_notes(settings, settings.workers)
     if notes:
         report["notes"] = notes
