@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 from dataclasses import dataclass
 
 from litestar.enums import ScopeType
-from litestar.types import ASGIApp, Receive, Scope, Send
+from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.core.clock import Clock
 from app.core.errors import RateLimitExceeded, Unauthorized
@@ -31,6 +32,44 @@ class Caller:
 
     id: str
     admin: bool = False
+
+
+def openai_duration(seconds: float) -> str:
+    """A wait as OpenAI writes it in x-ratelimit-reset-*: "17ms", "1s", "1.5s", "6m0s",
+    "1h2m3s" (Go's duration format, which its SDKs and dashboards parse)."""
+    if seconds < 1:
+        return f"{max(0, math.ceil(seconds * 1000))}ms" if seconds > 0 else "0s"
+    millis = math.ceil(seconds * 1000)
+    hours, millis = divmod(millis, 3_600_000)
+    minutes, millis = divmod(millis, 60_000)
+    secs = f"{millis / 1000:.3f}".rstrip("0").rstrip(".") + "s"
+    if hours:
+        return f"{hours}h{minutes}m{secs}"
+    return f"{minutes}m{secs}" if minutes else secs
+
+
+RateHeaders = list[tuple[bytes, bytes]]
+
+
+def rate_limit_headers(limit: int, remaining: float, reset_s: float) -> RateHeaders:
+    """OpenAI's request-rate headers: the limit per minute, what is left now, and how long
+    until the limit is whole again."""
+    return [
+        (b"x-ratelimit-limit-requests", str(limit).encode()),
+        (b"x-ratelimit-remaining-requests", str(max(0, math.floor(remaining))).encode()),
+        (b"x-ratelimit-reset-requests", openai_duration(reset_s).encode()),
+    ]
+
+
+class CallerRateLimited(RateLimitExceeded):
+    """A caller over GATEWAY_CALLER_RPM: 429 with Retry-After and OpenAI's rate headers."""
+
+    def __init__(self, detail: str, *, retry_after_s: float, rate: RateHeaders) -> None:
+        super().__init__(detail, retry_after_s=retry_after_s)
+        self._rate = rate
+
+    def headers(self) -> dict[str, str]:
+        return super().headers() | {name.decode(): value.decode() for name, value in self._rate}
 
 
 class CallerAuthenticator:
@@ -63,10 +102,21 @@ class CallerAuthenticator:
         found = self._find(authorization)
         wait = await self._limiters[found].acquire(0)
         if wait > 0:
-            raise RateLimitExceeded(
-                f"caller {found!r} is over its request rate limit", retry_after_s=wait
+            raise CallerRateLimited(
+                f"caller {found!r} is over its request rate limit (GATEWAY_CALLER_RPM)",
+                retry_after_s=wait,
+                rate=self.rate_headers(found),
             )
         return Caller(found, admin=found in self._admins)
+
+    def rate_headers(self, caller: str) -> RateHeaders:
+        """x-ratelimit-*-requests for `caller` as its limiter stands now (none without
+        GATEWAY_CALLER_RPM)."""
+        window = self._limiters[caller].request_window() if self._rpm else None
+        if window is None or self._rpm is None:
+            return []
+        remaining, reset_s = window
+        return rate_limit_headers(self._rpm, remaining, reset_s)
 
     def _find(self, authorization: str | None) -> str:
         """The caller name a bearer header belongs to, or Unauthorized."""
@@ -99,9 +149,23 @@ class CallerAuthMiddleware:
         self._authenticator = authenticator
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == ScopeType.HTTP and not scope["path"].startswith(OPEN_PATHS):
-            scope["user"] = await self._authenticator.authenticate(_authorization(scope))
-        await self._app(scope, receive, send)
+        if scope["type"] != ScopeType.HTTP or scope["path"].startswith(OPEN_PATHS):
+            await self._app(scope, receive, send)
+            return
+        caller = await self._authenticator.authenticate(_authorization(scope))
+        scope["user"] = caller
+        rate = self._authenticator.rate_headers(caller.id)
+        if not rate:
+            await self._app(scope, receive, send)
+            return
+
+        async def send_with_rate(message: Message) -> None:
+            # On the answer's first message, whatever the route answers (errors included).
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", ()), *rate]
+            await send(message)
+
+        await self._app(scope, receive, send_with_rate)
 
 
 def _authorization(scope: Scope) -> str | None:

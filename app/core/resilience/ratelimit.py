@@ -33,6 +33,11 @@ class Limiter(Protocol):
         """(requests used today, daily quota), or None without a daily quota."""
         ...
 
+    def request_window(self) -> tuple[float, float] | None:
+        """(requests left now, seconds until the per-minute request limit is whole again),
+        or None without a request rate: what x-ratelimit-*-requests headers tell a caller."""
+        ...
+
 
 class TokenBucket:
     """`per_minute` units, refilled continuously; a full bucket allows a burst of all of them."""
@@ -68,6 +73,11 @@ class TokenBucket:
         """How full the bucket is now, as a share of its capacity (below 0 when overdrawn)."""
         self._refill()
         return self._level / self._capacity
+
+    def window(self) -> tuple[float, float]:
+        """(units left now, seconds until the bucket is full again)."""
+        self._refill()
+        return self._level, max(0.0, (self._capacity - self._level) / self._rate)
 
     def set_fill(self, fraction: float) -> None:
         self._refill()
@@ -196,6 +206,9 @@ class RateLimiter:
     def quota_usage(self) -> tuple[float, float] | None:
         return None if self._quota is None else self._quota.usage()
 
+    def request_window(self) -> tuple[float, float] | None:
+        return None if self._requests is None else self._requests.window()
+
 
 class Unlimited:
     """The limiter of a key or provider with no configured limit."""
@@ -207,6 +220,9 @@ class Unlimited:
         return 0.0
 
     def quota_usage(self) -> tuple[float, float] | None:
+        return None
+
+    def request_window(self) -> tuple[float, float] | None:
         return None
 
 

@@ -265,6 +265,21 @@ class SharedLimiter:
         label, _ = self._day.current()
         return (self._used if self._used_day == label else 0.0), float(self._rpd)
 
+    def request_window(self) -> tuple[float, float] | None:
+        """An estimate from this replica's share of the request rate, scaled to the whole
+        limit: exact with one replica and no lease (every grant is debited from the share),
+        an even-load estimate with several. Redis' own count (the request TAT) would make it
+        exact for the fleet; the script does not return it today."""
+        if not self._rpm:
+            return None
+        share = self._share()
+        window = share.request_window()
+        if window is None:
+            return None
+        left, full_in = window
+        replicas = self._buckets_share or 1
+        return max(0.0, min(float(self._rpm), left * replicas)), full_in
+
     def _lease_size(self) -> int:
         """How many requests to take at once: 1 (exact) unless the limit spares a lease."""
         if self._tpm or not self._rpm:
