@@ -13,7 +13,9 @@ other, then measures at the same fixed rates, in the same run:
 
 The difference at each percentile is what a caller pays for the hop. A closed-loop step
 then finds peak throughput of each, and of the shared gateway with two workers (both cores)
-against one. See bench/README.md for the method and how to read it.
+against one. Last (skip with --no-tracing), two fresh gateways against their own sandbox,
+one exporting every span over OTLP/HTTP to a loopback sink, one with tracing off, show
+what tracing costs. See bench/README.md for the method and how to read it.
 """
 
 from __future__ import annotations
@@ -38,7 +40,15 @@ from pathlib import Path
 import aiohttp
 
 from bench import services
-from bench.loadgen import Limits, Samples, Target, closed_loop, make_session, open_loop
+from bench.loadgen import (
+    Limits,
+    Samples,
+    Target,
+    closed_loop,
+    make_session,
+    open_loop,
+    percentile,
+)
 from bench.report import (
     Check,
     OpenStep,
@@ -169,6 +179,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--redis-timeout-s",
         type=float,
         help="REDIS_TIMEOUT_S for the shared-mode gateways (default: the gateway's own)",
+    )
+    parser.add_argument(
+        "--no-tracing",
+        action="store_true",
+        help="skip the tracing on/off comparison (a second sandbox and two more gateways)",
     )
     parser.add_argument("--service-core", type=int, help="core for the gateway (default: first)")
     parser.add_argument("--load-core", type=int, help="core for sandbox + load (default: second)")
@@ -878,6 +893,131 @@ def render(args: argparse.Namespace, cores: Cores, results: Results) -> str:
     return "\n".join(sections)
 
 
+TRACING_OFF = "gateway, tracing off"
+TRACING_ON = "gateway, tracing on (OTLP/HTTP)"
+
+
+@dataclass(slots=True)
+class TracingCost:
+    """The tracing comparison: open-loop runs at TARGET_RATE (baseline, then off and on in
+    ABBA order), a peak each, and what the loopback OTLP sink received."""
+
+    baseline: Run
+    steps: dict[str, list[Run]]
+    peaks: dict[str, Run]
+    exports: int
+    export_bytes: int
+
+
+async def tracing_cost(args: argparse.Namespace, cores: Cores, logs: Path) -> TracingCost:
+    """Two fresh gateways on the service core, one exporting every span over OTLP/HTTP to a
+    sink on the load core (`bench.otlp_sink`), one without any endpoint (no tracer at all),
+    against their own sandbox; the main rows above never run with tracing."""
+    with contextlib.ExitStack() as stack:
+        sandbox = await services.start_sandbox(logs, cores.load)
+        stack.callback(services.stop, sandbox)
+        await services.set_upstream_latency(sandbox, "groq", args.latency_ms)
+        sink = await services.start_http_service(
+            "otlp-sink", ["-m", "bench.otlp_sink"], os.environ, cores.load, logs
+        )
+        stack.callback(services.stop, sink)
+        gateways: dict[str, Service] = {}
+        for name, process, extra in (
+            (TRACING_OFF, "gateway-untraced", {}),
+            (TRACING_ON, "gateway-traced", {"OTEL_EXPORTER_OTLP_ENDPOINT": sink.base_url}),
+        ):
+            env = services.gateway_env(sandbox.base_url, logs, ledger=f"{process}.db")
+            service = await services.start_http_service(
+                process, ["-m", "app", "serve"], {**env, **extra}, cores.service, logs
+            )
+            stack.callback(services.stop, service)
+            gateways[name] = service
+        limits = Limits(args.timeout, args.max_requests)
+        baseline = Target(
+            "sandbox direct",
+            f"{sandbox.base_url}/groq/openai/v1/chat/completions",
+            chat_body(services.GROQ_FAST_MODEL),
+            {
+                "content-type": "application/json",
+                "authorization": f"Bearer {services.GROQ_KEYS[0]}",
+            },
+        )
+        targets_by_name = {name: gateway_target(name, g) for name, g in gateways.items()}
+        load_pids = [sandbox.pid, os.getpid()]
+        async with contextlib.AsyncExitStack() as sessions_stack:
+            connections = max(args.concurrency + 16, 1024)
+            sessions = {
+                name: await sessions_stack.enter_async_context(make_session(limits, connections))
+                for name in (baseline.name, *gateways)
+            }
+            for name, target in targets_by_name.items():
+                await sanity_check(sessions[name], target, provider=True)
+                await open_loop(sessions[name], target, TARGET_RATE, args.warmup, limits)
+            await asyncio.sleep(args.pause)
+            base_run = await measured(
+                baseline.name,
+                [gateways[TRACING_OFF].pid],
+                load_pids,
+                partial(
+                    open_loop, sessions[baseline.name], baseline, TARGET_RATE, args.duration, limits
+                ),
+            )
+            steps: dict[str, list[Run]] = {TRACING_OFF: [], TRACING_ON: []}
+            for name in (TRACING_OFF, TRACING_ON, TRACING_ON, TRACING_OFF):
+                await asyncio.sleep(args.pause)
+                target = targets_by_name[name]
+                steps[name].append(
+                    await measured(
+                        name,
+                        [gateways[name].pid],
+                        load_pids,
+                        partial(
+                            open_loop, sessions[name], target, TARGET_RATE, args.duration, limits
+                        ),
+                    )
+                )
+            peaks = {}
+            for name in (TRACING_OFF, TRACING_ON):
+                await asyncio.sleep(args.pause)
+                peaks[name] = await peak_run(
+                    args, sessions[name], targets_by_name[name], gateways[name].pid, load_pids
+                )
+            async with sessions[baseline.name].get(f"{sink.base_url}/stats") as response:
+                sent = json.loads(await response.text())
+    return TracingCost(base_run, steps, peaks, int(sent["exports"]), int(sent["bytes"]))
+
+
+def render_tracing(args: argparse.Namespace, cost: TracingCost) -> str:
+    """Added latency (pooled over the two ABBA rounds, minus the direct baseline) and peak,
+    tracing off against on."""
+    base = cost.baseline.samples.latencies_s
+    rows = []
+    for name, runs in cost.steps.items():
+        latencies = [v for run in runs for v in run.samples.latencies_s]
+        peak = cost.peaks[name]
+        rows.append(
+            [
+                name,
+                ms(percentile(latencies, 0.50)),
+                ms(percentile(latencies, 0.50) - percentile(base, 0.50)),
+                ms(percentile(latencies, 0.99) - percentile(base, 0.99)),
+                f"{sum(r.service_cpu for r in runs) / len(runs):.0%}",
+                f"{peak.samples.throughput:.1f}",
+                str(sum(r.samples.errors for r in runs) + peak.samples.errors),
+            ]
+        )
+    headers = ["gateway", "p50 ms", "added p50 ms", "added p99 ms", "svc CPU", "peak rps"]
+    return "\n".join(
+        [
+            f"Tracing off against on (open loop {TARGET_RATE:g} rps, {args.duration:g} s x 2 "
+            f"each in ABBA order; peak closed loop {args.concurrency} workers; every span "
+            "exported over OTLP/HTTP to a loopback sink on the load core)",
+            table([*headers, "errors"], rows),
+            f"spans exported: {cost.exports} OTLP requests, {cost.export_bytes / 1024:.0f} KiB",
+        ]
+    )
+
+
 def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop]:
     """uvloop when installed (it is, with uvicorn[standard]): a cheaper load generator."""
     try:
@@ -902,7 +1042,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         except services.ServiceError as exc:
             print(f"benchmark could not run: {exc}", file=sys.stderr)
             return 1
-    print(render(args, cores, results))
+        print(render(args, cores, results), flush=True)
+        if args.no_tracing:
+            return 0
+        try:
+            cost = runner.run(tracing_cost(args, cores, Path(tmp)))
+        except services.ServiceError as exc:
+            print(f"tracing comparison could not run: {exc}", file=sys.stderr)
+            return 1
+    print("")
+    print(render_tracing(args, cost))
     return 0
 
 
@@ -914,7 +1063,11 @@ def _estimate_s(args: argparse.Namespace) -> float:
     # Baseline, gateway, hop; with the shared mode gateway and shared twice each (ABBA).
     peaks = (targets + 2 * shared + workers) * (args.peak_duration + args.pause)
     start = 8 + 4 * shared + 8 * workers
-    return float(start + (targets + workers) * args.warmup + steps + peaks)
+    tracing = 0.0
+    if not args.no_tracing:  # baseline + 4 ABBA steps, 2 peaks, 2 warm-ups, 3 starts
+        tracing = 5 * (args.duration + args.pause) + 2 * (args.peak_duration + args.pause)
+        tracing += 2 * args.warmup + 12
+    return float(start + (targets + workers) * args.warmup + steps + peaks + tracing)
 
 
 if __name__ == "__main__":
