@@ -302,16 +302,6 @@ ROWS: tuple[tuple[str, tuple[Panel, ...]], ...] = (
                 unit="percentunit",
                 thresholds=((0.5, "green"),),
             ),
-            Panel(
-                "Cache evictions",
-                (
-                    Query(
-                        f"sum by (reason) (rate(ai_cache_evictions_total[{RATE}]))",
-                        "{{reason}}",
-                    ),
-                ),
-                "Entries evicted by size (AI_CACHE_MAX_ENTRIES) or age (AI_CACHE_TTL_S).",
-            ),
         ),
     ),
     (
