@@ -65,6 +65,11 @@ class ChaosConfig(BaseModel):
     missing_models: list[str] = Field(default_factory=list)
     decommissioned_models: list[str] = Field(default_factory=list)
     content: str | None = Field(None, description="Answer text, verbatim.")
+    schema_mismatch: bool = Field(
+        False,
+        description="Answer a request with a response schema with JSON of another shape "
+        "(a model that ignored the schema).",
+    )
     gzip: bool = Field(
         False, description="gzip answers when the client accepts it, as the real APIs do."
     )

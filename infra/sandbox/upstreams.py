@@ -41,6 +41,7 @@ from .formats import (
     truncate,
     usage_for,
 )
+from .formats.schema_instance import mismatch_for
 from .state import NO_KEY, STATE, ProviderStats, SandboxState
 
 if TYPE_CHECKING:
@@ -300,6 +301,9 @@ async def _answer(request: web.Request, call: Call, req: ChatRequest) -> web.Str
     """The 200 family: normal, streamed, or one of the "successful but wrong" faults."""
     provider, dialect, cfg = call.provider, call.dialect, call.chaos.config
     content = answer_for(provider, req, cfg.content)
+    if cfg.schema_mismatch and req.schema is not None:
+        call.stats.by_fault["schema_mismatch"] += 1
+        content = json.dumps(mismatch_for(req.schema))
     usage = usage_for(req, content)
     if call.record is not None:
         call.record["usage"] = {

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
 
 from app.core.settings import ProviderName, RoutingStrategy
 
@@ -27,6 +28,16 @@ class ChatMessage:
 
 
 @dataclass(frozen=True, slots=True)
+class ResponseSchema:
+    """The JSON Schema an answer must fit (OpenAI's `response_format: json_schema`)."""
+
+    name: str
+    schema: dict[str, Any]
+    strict: bool | None = None
+    description: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class CompletionRequest:
     """One caller request, already validated against the service's limits."""
 
@@ -39,6 +50,8 @@ class CompletionRequest:
     strategy: RoutingStrategy | None = None
     # Ask for the response cache even when temperature is not 0.
     cache: bool = False
+    # Structured output: the answer is JSON that fits this schema (checked before return).
+    response_schema: ResponseSchema | None = None
 
 
 @dataclass(frozen=True, slots=True)

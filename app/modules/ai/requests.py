@@ -9,10 +9,11 @@ from __future__ import annotations
 from app.core.errors import InvalidRequest
 from app.core.model_names import RULE, model_field_problem
 from app.core.settings import Settings
-from app.modules.ai.domain import ChatMessage, CompletionRequest, Role
+from app.modules.ai.domain import ChatMessage, CompletionRequest, ResponseSchema, Role
 from app.modules.ai.errors import ContextLengthExceeded, InvalidModelName, UnsupportedParameter
 from app.modules.ai.routing import ALIASES
 from app.modules.ai.schemas import ChatCompletionBody, CompletionBody
+from app.modules.ai.structured import schema_problem
 
 _ROLES = {
     "system": Role.SYSTEM,
@@ -69,8 +70,42 @@ def chat_request(body: ChatCompletionBody, settings: Settings) -> CompletionRequ
             temperature=body.temperature,
             max_tokens=body.max_completion_tokens or body.max_tokens,
             json_mode=json_mode,
+            response_schema=_response_schema(body),
         ),
         settings,
+    )
+
+
+def _response_schema(body: ChatCompletionBody) -> ResponseSchema | None:
+    """The caller's json_schema, checked: a schema we cannot check answers against is the
+    caller's 400. A streamed answer cannot be checked before its text is sent (nor fail
+    over once it is), so `stream` with a schema is refused."""
+    fmt = body.response_format
+    if fmt is None or fmt.type != "json_schema":
+        return None
+    spec = (fmt.model_extra or {}).get("json_schema")
+    if not isinstance(spec, dict) or not isinstance(spec.get("name"), str) or not spec["name"]:
+        raise InvalidRequest(
+            "response_format json_schema needs a 'json_schema' object with a 'name' and a 'schema'",
+            extra={"errors": [{"key": "response_format.json_schema", "message": "missing"}]},
+        )
+    schema = spec.get("schema", {})
+    problem = schema_problem(schema)
+    if problem is not None:
+        raise UnsupportedParameter(problem, param="response_format")
+    if body.stream:
+        raise UnsupportedParameter(
+            "stream with a json_schema response_format is not supported: the answer is "
+            "checked against the schema before it is sent; ask without stream",
+            param="stream",
+        )
+    strict = spec.get("strict")
+    description = spec.get("description")
+    return ResponseSchema(
+        name=spec["name"],
+        schema=schema,
+        strict=strict if isinstance(strict, bool) else None,
+        description=description if isinstance(description, str) else None,
     )
 
 

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any, Final
 
+from .schema_instance import instance_for
+
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
@@ -50,6 +52,8 @@ class ChatRequest:
     max_tokens: int | None = None
     stream: bool = False
     include_usage: bool = False
+    # The response schema asked for (OpenAI's json_schema.schema, Gemini's responseSchema).
+    schema: Any = None
 
 
 @dataclass(slots=True, frozen=True)
@@ -120,6 +124,8 @@ def answer_for(provider: Provider, req: ChatRequest, override: str | None) -> st
     if override is not None:
         return override
     echo = req.last_user_text[:60]
+    if req.schema is not None:
+        return json.dumps(instance_for(req.schema))
     if req.json_mode:
         return json.dumps({"provider": provider, "model": req.model, "echo": echo})
     return f"[sandbox:{provider}/{req.model}] {echo}"

@@ -100,6 +100,9 @@ class GeminiDialect:
             texts=texts,
             last_user_text=last_user,
             json_mode=mime == "application/json",
+            schema=config.get("responseSchema", config.get("responseJsonSchema"))
+            if mime == "application/json"
+            else None,
             max_tokens=max_out if isinstance(max_out, int) and max_out >= 1 else None,
         )
 

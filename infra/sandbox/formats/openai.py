@@ -106,12 +106,22 @@ class OpenAIDialect:
             )
         fmt = body.get("response_format")
         json_mode = isinstance(fmt, dict) and fmt.get("type") in ("json_object", "json_schema")
+        schema = None
+        if isinstance(fmt, dict) and fmt.get("type") == "json_schema":
+            spec = fmt.get("json_schema")
+            if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
+                raise BadRequest(
+                    "Missing required parameter: 'response_format.json_schema.name'.",
+                    "response_format.json_schema.name",
+                )
+            schema = spec.get("schema", {})
         options = body.get("stream_options")
         return ChatRequest(
             model=model,
             texts=texts,
             last_user_text=last_user,
             json_mode=json_mode,
+            schema=schema,
             max_tokens=max_tokens,
             stream=body.get("stream") is True,
             include_usage=isinstance(options, dict) and options.get("include_usage") is True,

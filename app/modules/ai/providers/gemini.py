@@ -30,6 +30,7 @@ from app.modules.ai.providers.streaming import (
     open_stream,
 )
 from app.modules.ai.providers.tokens import estimate_tokens
+from app.modules.ai.structured import check_answer, gemini_schema
 
 _SSE = {"alt": "sse"}  # streamGenerateContent as Server-Sent Events, not one JSON array
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)s$")
@@ -53,6 +54,9 @@ def gemini_payload(request: CompletionRequest) -> dict[str, Any]:
         config["maxOutputTokens"] = request.max_tokens
     if request.json_mode:
         config["responseMimeType"] = "application/json"
+    if request.response_schema is not None:
+        config["responseMimeType"] = "application/json"
+        config["responseSchema"] = gemini_schema(request.response_schema.schema)
     if config:
         payload["generationConfig"] = config
     return payload
@@ -150,6 +154,8 @@ def _parse_reply(data: Any, request: CompletionRequest, model: str) -> ProviderR
         raise ProviderError(FailureKind.BAD_RESPONSE, reason) from exc
     if not content:
         raise ProviderError(FailureKind.BAD_RESPONSE, "response has an empty candidate")
+    if request.response_schema is not None:
+        check_answer(request.response_schema, content)
     usage = data.get("usageMetadata")
     if isinstance(usage, dict) and "promptTokenCount" in usage:
         prompt_tokens = nonnegative_int(usage.get("promptTokenCount"))

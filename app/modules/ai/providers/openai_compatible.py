@@ -29,6 +29,7 @@ from app.modules.ai.providers.streaming import (
     open_stream,
 )
 from app.modules.ai.providers.tokens import estimate_tokens
+from app.modules.ai.structured import check_answer, openai_response_format
 
 
 def chat_payload(request: CompletionRequest, model: str | None) -> dict[str, Any]:
@@ -41,7 +42,9 @@ def chat_payload(request: CompletionRequest, model: str | None) -> dict[str, Any
         payload["temperature"] = request.temperature
     if request.max_tokens is not None:
         payload["max_tokens"] = request.max_tokens
-    if request.json_mode:
+    if request.response_schema is not None:
+        payload["response_format"] = openai_response_format(request.response_schema)
+    elif request.json_mode:
         payload["response_format"] = {"type": "json_object"}
     return payload
 
@@ -61,6 +64,8 @@ def parse_chat_reply(
         raise ProviderError(FailureKind.BAD_RESPONSE, "response has no choices") from exc
     if not isinstance(content, str) or not content:
         raise ProviderError(FailureKind.BAD_RESPONSE, "response has an empty message")
+    if request.response_schema is not None:
+        check_answer(request.response_schema, content)
     usage = data.get("usage")
     if isinstance(usage, dict):
         prompt_tokens = nonnegative_int(usage.get("prompt_tokens"))
