@@ -47,6 +47,11 @@ _NEVER_TEXT = [
     "dialog",
 ]
 
+# Site menus: their "Subscribe" and "Purchase options" entries are about the site, not the
+# article, so wall phrases are read from the page without them.
+_MENUS = "nav, menu, header, [role=navigation], [role=menubar]"
+_MAX_MENUS = 200
+
 # Inline elements unwrapped before reading blocks, so a block's text is one line.
 _INLINE = [
     "a",
@@ -152,7 +157,8 @@ class Page:
     challenge_elements: int
     captcha_widgets: int
     json_ld_types: frozenset[str]
-    visible_text: str  # the whole body's text, boilerplate included, for wall phrases
+    visible_text: str  # the whole body's text, boilerplate included
+    wall_text: str  # the same without site menus (nav, header), for wall phrases
     lines: list[str]  # main-text blocks after boilerplate removal
     all_lines: list[str]  # the same before runs of short blocks were dropped (record fields)
     truncated: bool  # the input was cut to stay within the size and nesting limits
@@ -174,6 +180,12 @@ def read_page(html: str, base_url: str | None = None) -> Page:
     tree.strip_tags(_INVISIBLE, recursive=True)
     body = tree.body
     visible_text = body.text(separator=" ") if body is not None else ""
+    # Outermost menus only, all chosen before any is removed (a removed element frees its
+    # descendants, which must not be touched afterwards).
+    menus = [m for m in tree.css(_MENUS)[:_MAX_MENUS] if not _has_ancestor_in(m, _MENU_TAGS)]
+    for menu in menus:
+        menu.decompose()
+    wall_text = body.text(separator=" ") if body is not None else ""
     tree.strip_tags(_NEVER_TEXT, recursive=True)
     all_lines = _block_lines(tree)
     lines = _drop_link_runs(all_lines)
@@ -186,10 +198,26 @@ def read_page(html: str, base_url: str | None = None) -> Page:
         captcha_widgets=captcha_widgets,
         json_ld_types=json_ld_types,
         visible_text=visible_text,
+        wall_text=wall_text,
         lines=lines,
         all_lines=all_lines,
         truncated=truncated,
     )
+
+
+_MENU_TAGS = frozenset({"nav", "menu", "header"})
+
+
+def _has_ancestor_in(node: LexborNode, tags: frozenset[str]) -> bool:
+    """Whether a menu sits inside another menu element (bounded walk up the tree)."""
+    parent = node.parent
+    for _ in range(_MAX_ANCESTORS):
+        if parent is None:
+            return False
+        if parent.tag in tags or (parent.attributes.get("role") or "") in ("navigation", "menubar"):
+            return True
+        parent = parent.parent
+    return True
 
 
 def main_text_lines(html: str) -> list[str]:

@@ -10,6 +10,7 @@ from app.modules.literature.content.markers import (
     WallHits,
     citation_markers,
     find_dois,
+    numeric_citations,
     title_matches,
     wall_hits,
 )
@@ -32,6 +33,10 @@ _RECORD_FIELDS = 4
 _RECORD_MAX_PROSE = 15_000
 # A DOI in the first characters of a document (a PDF's first page header) is its own DOI.
 _DECLARED_DOI_CHARS = 3_000
+# A block where this share of the characters are code punctuation is script, not prose
+# (obfuscated challenge scripts shown as text); prose, citations included, stays near 2 %.
+_CODE_SYMBOLS = frozenset("{}[]();=$_\\'\"<>|!+*&^%")
+_CODE_SHARE = 0.08
 
 # Meta tags through which publishers describe a scholarly item (Highwire/Google Scholar, Dublin
 # Core, PRISM, EPrints, bepress). Their presence says "this page is about a paper", not "it is
@@ -47,12 +52,20 @@ _SCHOLARLY_META = (
     "citation_conference_title",
     "citation_dissertation_institution",
     "citation_technical_report_institution",
+    "prism.doi",
+    "eprints.title",
+    "bepress_citation_pdf_url",
+    "bepress_citation_journal_title",
+)
+# Tags any content site emits for any page (a title, an author, an address): on their own they
+# say a page has a title and an author, which essays, op-eds and blog posts have too. A DOI in
+# them still counts (`doi_declared`), as does an abstract in dc.description.
+_WEAK_META = (
     "dc.identifier",
     "dc.title",
     "dc.creator",
-    "prism.doi",
-    "eprints.title",
     "bepress_citation_title",
+    "bepress_citation_author",
 )
 _ABSTRACT_META = ("citation_abstract", "dc.description", "dcterms.abstract")
 _DOI_META = ("citation_doi", "dc.identifier", "prism.doi", "dc.identifier.doi")
@@ -114,6 +127,7 @@ class Features:
     meta_references: int
     citation_markers: int
     scholarly_meta: int
+    weak_meta: int  # Dublin Core / bepress title and author tags: not evidence on their own
     scholarly_ld: bool
     news_ld: bool
     og_article: bool
@@ -124,6 +138,8 @@ class Features:
     title_match: bool | None
     doi_match: bool | None
     walls: WallHits
+    inline_walls: WallHits  # wall phrases inside the main text itself (a preview's access box)
+    numeric_citations: int  # "[12]"-style markers (encyclopedias, sciences), of citation_markers
     password_inputs: int
     challenge_elements: int
     captcha_widgets: int
@@ -165,6 +181,7 @@ class Features:
             "meta_references": self.meta_references,
             "citation_markers": self.citation_markers,
             "scholarly_meta": self.scholarly_meta,
+            "weak_meta": self.weak_meta,
             "scholarly_ld": self.scholarly_ld,
             "news_ld": self.news_ld,
             "og_article": self.og_article,
@@ -180,6 +197,8 @@ class Features:
             "paywall_phrases": self.walls.paywall,
             "login_phrases": self.walls.login,
             "news_phrases": self.walls.news,
+            "inline_paywall_phrases": self.inline_walls.paywall,
+            "numeric_citations": self.numeric_citations,
             "password_inputs": self.password_inputs,
             "challenge_elements": self.challenge_elements,
             "captcha_widgets": self.captcha_widgets,
@@ -211,7 +230,10 @@ def measure(
     prose = [
         line
         for index, (line, citation) in enumerate(zip(lines, citations, strict=True))
-        if len(line) >= prose_line_chars and not citation and index not in references
+        if len(line) >= prose_line_chars
+        and not citation
+        and index not in references
+        and not _looks_like_code(line)
     ]
     meta = page.meta if page is not None else {}
     all_lines = page.all_lines if page is not None else lines
@@ -222,6 +244,7 @@ def measure(
     meta_dois = find_dois(declared)
     dois = meta_dois + find_dois(visible_text)
     abstract_meta = max((len(v) for key in _ABSTRACT_META for v in meta.get(key, [])), default=0)
+    prose_text = "\n".join(prose)
     return Features(
         text_length=sum(len(line) for line in lines),
         prose_chars=sum(len(line) for line in prose),
@@ -232,8 +255,10 @@ def measure(
         abstract_chars=max(scan.abstract_chars, abstract_meta),
         reference_entries=max(scan.reference_entries, _unheaded_references(lines, citations)),
         meta_references=len(meta.get("citation_reference", [])),
-        citation_markers=citation_markers("\n".join(prose)),
+        citation_markers=citation_markers(prose_text),
+        numeric_citations=numeric_citations(prose_text),
         scholarly_meta=sum(1 for key in _SCHOLARLY_META if key in meta),
+        weak_meta=sum(1 for key in _WEAK_META if key in meta),
         scholarly_ld=bool(ld_types & _SCHOLARLY_LD),
         news_ld=bool(ld_types & _NEWS_LD),
         og_article=any(v.casefold() == "article" for v in meta.get("og:type", [])),
@@ -243,7 +268,8 @@ def measure(
         item_links=item_links(all_lines),
         title_match=_title_match(title, page, meta, visible_text),
         doi_match=_doi_match(doi, dois, visible_text),
-        walls=wall_hits(visible_text),
+        walls=wall_hits(page.wall_text if page is not None else visible_text),
+        inline_walls=wall_hits("\n".join(lines)),
         password_inputs=page.password_inputs if page is not None else 0,
         challenge_elements=page.challenge_elements if page is not None else 0,
         captcha_widgets=page.captcha_widgets if page is not None else 0,
@@ -256,6 +282,12 @@ def measure(
             for value in meta.get(key, [])
         ),
     )
+
+
+def _looks_like_code(line: str) -> bool:
+    """Script shown as text: code punctuation where prose has letters and spaces."""
+    symbols = sum(1 for ch in line if ch in _CODE_SYMBOLS)
+    return symbols >= _CODE_SHARE * len(line)
 
 
 def _unheaded_references(lines: Sequence[str], citations: Sequence[bool]) -> int:

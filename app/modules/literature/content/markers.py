@@ -189,6 +189,11 @@ def citation_markers(prose: str) -> int:
     return numeric + max(author_year, text.count("et al"))
 
 
+def numeric_citations(prose: str) -> int:
+    """Only the numbered citations ("[12]", "[3-5]") among `citation_markers`."""
+    return len(_NUMERIC_CITATION.findall(prose[:_TEXT_CAP]))
+
+
 def find_dois(text: str, limit: int = 50) -> list[str]:
     """DOIs written in a text, lower-cased and without trailing punctuation."""
     found: list[str] = []

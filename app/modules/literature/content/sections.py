@@ -104,6 +104,8 @@ _PARTNER_WORDS: dict[str, str] = {
 BODY_SECTIONS = frozenset({"introduction", "methods", "results", "discussion", "conclusion"})
 
 _NUMBERING = re.compile(r"^(?:(?:\d+|[ivx]+|[a-h])(?:\.\d+)*[.):]?\s+)")
+# "References (63)", "Cited by (12)": the count some sites print after a heading.
+_COUNT = re.compile(r"\s*[(\[]\d{1,5}[)\]]$")
 _NOT_WORDS = re.compile(r"[^\w\s&'’-]+")
 _JOINERS = re.compile(r"\s+(?:and|&|und|e|y|et)\s+|\s*,\s*")
 MAX_HEADING_CHARS = 60
@@ -146,7 +148,7 @@ def heading_sections(line: str) -> tuple[str, ...]:
 
 @functools.lru_cache(maxsize=4096)
 def _heading_sections(line: str) -> tuple[str, ...]:
-    text = _NUMBERING.sub("", line.casefold().strip()).strip(" .:")
+    text = _NUMBERING.sub("", _COUNT.sub("", line.casefold().strip())).strip(" .:")
     text = _NOT_WORDS.sub(" ", text)
     text = " ".join(text.split())
     if not text or len(text) > MAX_HEADING_CHARS:

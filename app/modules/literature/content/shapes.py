@@ -93,6 +93,8 @@ _MAX_LINK_ROW = 80
 _LINK_SEPARATORS = re.compile(r"[|\u00b7\u2022/]")
 _MAX_BARE_LABEL = 30
 _LABEL_PARTS = re.compile(r"[/,&]| and ")
+# A DSpace "full item record" labels its rows with Dublin Core names ("dc.contributor.author").
+_DC_LABEL = re.compile(r"^(?:dc|dcterms)\.[a-z]+(?:\.[a-z]+)*$")
 
 # Link words repeated once per item on list pages.
 _ITEM_LINKS = frozenset(
@@ -114,6 +116,9 @@ def record_fields(lines: Sequence[str]) -> int:
                 continue
             label = match.group(1)
         label = label.casefold()
+        if _DC_LABEL.match(label):
+            seen.add(label)
+            continue
         if label in _RECORD_LABELS:
             seen.add(label)
             continue
