@@ -30,6 +30,7 @@ from app.core.tracing import Tracing
 from app.modules.ai.budget import BudgetStore
 from app.modules.ai.controller import AIController, HealthController
 from app.modules.ai.health import HealthService
+from app.modules.ai.key_files import KeyFileWatcher
 from app.modules.ai.metrics import AIMetrics
 from app.modules.ai.overhead import OverheadMiddleware, OverheadRecorder
 from app.modules.ai.service import UnifiedAIService
@@ -80,12 +81,15 @@ def create_app(settings: Settings | None = None, *overrides: Provider) -> Litest
         overhead.histogram = (await container.get(AIMetrics)).overhead
         http_metrics.bind((await container.get(Telemetry)).meter)
         (await container.get(HealthService)).start()
+        # Rotated provider keys are taken from their files without a restart (and on SIGHUP).
+        (await container.get(KeyFileWatcher)).start()
         # Move the ~130k objects made at start-up out of the collector's reach: otherwise each
         # full collection rescans them and stalls the loop for 100+ ms under load.
         gc.collect()
         gc.freeze()
 
     async def stop() -> None:
+        await (await container.get(KeyFileWatcher)).aclose()
         await (await container.get(HealthService)).stop()
         await (await container.get(UsageLedger)).close()
         await (await container.get(BudgetStore)).aclose()

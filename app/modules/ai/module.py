@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import AsyncIterator, Iterable
+from functools import partial
 from zoneinfo import ZoneInfo
 
 from dishka import Provider, Scope, provide
@@ -15,13 +16,14 @@ from app.core.resilience.breaker import AsyncCircuitBreaker
 from app.core.resilience.ratelimit import Limiter, make_limiter
 from app.core.resilience.shared_breaker import SharedBreakers
 from app.core.resilience.shared_limits import SharedLimiter, SharedLimits
-from app.core.settings import ProviderName, Settings
+from app.core.settings import ProviderName, ProviderSettings, Settings
 from app.core.shared import SharedState
 from app.core.telemetry import Telemetry
 from app.modules.ai.budget import BudgetGuard, BudgetStore
 from app.modules.ai.budget_store import RedisBudgets
 from app.modules.ai.cache import CacheStore, MemoryStore, RedisStore, ResponseCache
 from app.modules.ai.health import HealthService
+from app.modules.ai.key_files import KeyFileWatcher
 from app.modules.ai.metrics import AIMetrics
 from app.modules.ai.models_list import ModelCatalog
 from app.modules.ai.pricing import PriceTable
@@ -189,6 +191,9 @@ class AIModule(Provider):
                     [lim if isinstance(lim, SharedLimiter) else None for lim in limiters],
                 )
             )
+            # A key that joins by a reload (app.modules.ai.key_files) gets a limiter made
+            # the same way, counted on Redis when it is shared.
+            pool.new_limiter = partial(_key_limiter, clock, tz, limits, section, name, quotas)
             guards[name] = GuardedProvider(
                 build_adapter(name, settings),
                 pool,
@@ -224,6 +229,11 @@ class AIModule(Provider):
             await sync.aclose()
         for guard in guards.values():
             await guard.adapter.aclose()
+
+    @provide
+    def key_files(self, settings: Settings, guards: ProviderGuards, clock: Clock) -> KeyFileWatcher:
+        """Reloads provider keys from their <P>_API_KEY(S)_FILE files (started with the app)."""
+        return KeyFileWatcher(settings, guards, clock)
 
     @provide
     async def shared_breakers(
@@ -290,6 +300,33 @@ class AIModule(Provider):
             return guard.stats.latency_quantile(0.5) if guard else None
 
         return Router(settings, prices, latency)
+
+
+def _key_limiter(
+    clock: Clock,
+    tz: ZoneInfo,
+    limits: SharedLimits | None,
+    section: ProviderSettings,
+    name: ProviderName,
+    quotas: list[tuple[str, str, Limiter]],
+    ident: str,
+) -> Limiter:
+    """The rate limiter of one key (by its id) of provider `name`, as built at start."""
+    limiter: Limiter
+    if limits is None:
+        limiter = make_limiter(
+            clock, rpm=section.rpm_per_key, tpm=section.tpm_per_key, rpd=section.rpd_per_key, tz=tz
+        )
+    else:
+        limiter = limits.limiter(
+            ("ai", name.value, ident),
+            rpm=section.rpm_per_key,
+            tpm=section.tpm_per_key,
+            rpd=section.rpd_per_key,
+        )
+    if section.rpd_per_key:
+        quotas.append((name.value, ident, limiter))
+    return limiter
 
 
 def _usage_ratios(

@@ -3,12 +3,17 @@ the health probe finds the provider accepting it again.
 
 `KeyPool` keeps that state in this process (the embedded default). With Redis,
 `shared_keys.SharedKeyPool` keeps the same local state (the hot path reads only memory) and
-shares every rest, retirement and restoration with the other replicas."""
+shares every rest, retirement and restoration with the other replicas.
+
+Keys rotate without a restart (`KeyPool.reload`, driven by app.modules.ai.key_files): new
+keys join the rotation for the next call, a kept key keeps its state, and a removed key
+leaves the rotation at once while the calls already holding it finish with it (a call holds
+its `ApiKey`, secret included, until it ends)."""
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -16,6 +21,7 @@ from enum import StrEnum
 from pydantic import SecretStr
 
 from app.core.clock import Clock
+from app.core.resilience.ratelimit import Limiter
 from app.core.settings import mask_secret
 
 
@@ -51,26 +57,77 @@ class ApiKey:
     # The shared state's version this key last took (Redis microseconds; 0: never shared),
     # so a late or repeated message never undoes a newer change.
     version: int = 0
+    # The key's own rate limiter when it joined by `KeyPool.reload`; the keys configured at
+    # start have theirs in the guard, by `index`.
+    limiter: Limiter | None = None
 
     def __repr__(self) -> str:  # never show the secret, even in a traceback
         return f"ApiKey({self.label})"
+
+
+@dataclass(frozen=True, slots=True)
+class KeyChange:
+    """What a reload did: key ids added and removed (short hashes, safe to log)."""
+
+    added: tuple[str, ...]
+    removed: tuple[str, ...]
+
+    def __bool__(self) -> bool:
+        return bool(self.added or self.removed)
 
 
 class KeyPool:
     """Hands out the next usable key; knows when the soonest resting key wakes up."""
 
     def __init__(self, keys: list[SecretStr], clock: Clock) -> None:
-        self._keys = [
-            ApiKey(
-                index=i,
-                secret=key.get_secret_value(),
-                label=f"key{i + 1}:{mask_secret(key)}",
-                id=key_id(key.get_secret_value()),
-            )
-            for i, key in enumerate(keys)
-        ]
+        self._keys = [self._make(i, key) for i, key in enumerate(keys)]
         self._clock = clock
+        self._next = 0  # a position in `_keys`
+        self._made = len(self._keys)  # indices are never reused: limiters are found by them
+        # Makes the rate limiter of a key that joins by `reload` (its id); set by the wiring.
+        self.new_limiter: Callable[[str], Limiter] | None = None
+
+    @staticmethod
+    def _make(index: int, key: SecretStr) -> ApiKey:
+        return ApiKey(
+            index=index,
+            secret=key.get_secret_value(),
+            label=f"key{index + 1}:{mask_secret(key)}",
+            id=key_id(key.get_secret_value()),
+        )
+
+    def reload(self, keys: list[SecretStr]) -> KeyChange:
+        """Take a new key list: kept keys keep their state (rest, retirement) and order, new
+        ones join with a limiter of their own, removed ones leave the rotation now and are
+        dropped once the calls holding them end. An empty list is refused (ValueError): a
+        provider without keys is a configuration change, not a rotation."""
+        wanted = [k.get_secret_value() for k in keys]
+        if not wanted:
+            raise ValueError("a key reload needs at least one key")
+        current = {key.secret: key for key in self._keys}
+        fresh: list[ApiKey] = []
+        for secret, key in zip(wanted, keys, strict=True):
+            if secret in current:
+                fresh.append(current.pop(secret))
+                continue
+            if any(k.secret == secret for k in fresh):
+                continue  # listed twice
+            added = self._make(self._made, key)
+            self._made += 1
+            if self.new_limiter is not None:
+                added.limiter = self.new_limiter(added.id)
+            fresh.append(added)
+        before = {key.id for key in self._keys}
+        self._keys = fresh
         self._next = 0
+        self._changed()
+        return KeyChange(
+            added=tuple(k.id for k in fresh if k.id not in before),
+            removed=tuple(k.id for k in current.values()),
+        )
+
+    def _changed(self) -> None:
+        """Hook for subclasses whose indexes follow the key list."""
 
     def __len__(self) -> int:
         return len(self._keys)
@@ -82,12 +139,14 @@ class KeyPool:
     def acquire(self, exclude: frozenset[int] = frozenset()) -> ApiKey | None:
         """The next key in turn that is neither resting, retired nor excluded."""
         now = self._clock.monotonic()
-        count = len(self._keys)
+        keys = self._keys
+        count = len(keys)
         for step in range(count):
-            key = self._keys[(self._next + step) % count]
+            position = (self._next + step) % count
+            key = keys[position]
             if key.disabled or key.resting_until > now or key.index in exclude:
                 continue
-            self._next = (key.index + 1) % count
+            self._next = (position + 1) % count
             return key
         return None
 

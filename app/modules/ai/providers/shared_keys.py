@@ -135,6 +135,12 @@ class SharedKeyPool(KeyPool):
     def key(self, key_id: str) -> ApiKey | None:
         return self._by_id.get(key_id)
 
+    def _changed(self) -> None:
+        """After a reload: messages about a removed key are ignored from now on, and a new
+        key's daily count is read by the poll like the others'."""
+        self._by_id = {key.id: key for key in self}
+        self._sync.track(self)
+
     def rest(self, key: ApiKey, seconds: float) -> None:
         now = self._clock.monotonic()
         before = key.resting_until
@@ -200,7 +206,8 @@ class KeySync:
         self.channel = shared.key("keys", "changes")
         self._none = shared.key("keys", "none")  # read in place of a counter a key lacks
         self._pools: dict[str, SharedKeyPool] = {}
-        self._usage: dict[str, Sequence[SharedLimiter | None]] = {}
+        # Per provider, per key id: the key's shared limiter when it has a daily quota.
+        self._usage: dict[str, dict[str, SharedLimiter]] = {}
         self._queue: asyncio.Queue[tuple[SharedKeyPool, ApiKey, Op, float]] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
         self.subscribed = asyncio.Event()
@@ -217,8 +224,19 @@ class KeySync:
         gets today's request counts from the poll, for the usage gauge."""
         pool = SharedKeyPool(provider, keys, self._clock, self)
         self._pools[provider] = pool
-        self._usage[provider] = tuple(usage) or (None,) * len(pool)
+        self._usage[provider] = {
+            key.id: limiter
+            for key, limiter in zip(pool, usage, strict=False)
+            if limiter is not None
+        }
         return pool
+
+    def track(self, pool: SharedKeyPool) -> None:
+        """The pool's keys changed (a reload): count the new keys' daily use too."""
+        usage = self._usage.setdefault(pool.provider, {})
+        for key in pool:
+            if isinstance(key.limiter, SharedLimiter):
+                usage.setdefault(key.id, key.limiter)
 
     def state_key(self, provider: str, key_id: str) -> str:
         return self._shared.key("key", provider, key_id)
@@ -259,7 +277,8 @@ class KeySync:
         Redis does not answer."""
         for provider, pool in list(self._pools.items()):
             keys = list(pool)
-            usage = self._usage[provider]
+            known = self._usage.get(provider, {})
+            usage = [known.get(key.id) for key in keys]
             days = [None if u is None else u.today_key() for u in usage]
             counters = [self._none if d is None else d[1] for d in days]
             rows = await self._shared.run(

@@ -411,7 +411,9 @@ class GuardedProvider:
                 if limited:
                     raise ProviderSkipped("rate_limited_locally", soonest)
                 raise ProviderSkipped("no_key_available", self.keys.wake_in())
-            wait = await self._limiters[key.index].acquire(tokens)
+            # A key that joined by a reload (KeyPool.reload) carries its own limiter.
+            limiter = key.limiter if key.limiter is not None else self._limiters[key.index]
+            wait = await limiter.acquire(tokens)
             if wait == 0:
                 return key
             limited.add(key.index)
