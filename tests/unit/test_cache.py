@@ -26,6 +26,7 @@ from app.modules.ai.domain import (
     ChatMessage,
     CompletionRequest,
     Intent,
+    ResponseSchema,
     Role,
     Usage,
 )
@@ -45,6 +46,8 @@ CHANGED: dict[str, Any] = {
     "max_tokens": 5,
     "json_mode": True,
     "strategy": RoutingStrategy.COST,
+    # A different schema asks for a different answer.
+    "response_schema": ResponseSchema("paper", {"type": "object"}),
 }
 # And for every field left out of the key, a value that must not change it.
 UNKEYED: dict[str, Any] = {"cache": True, "intent": Intent.VALIDATION}
