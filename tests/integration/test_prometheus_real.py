@@ -43,8 +43,8 @@ from tests.support.redis import RedisServer
 from tests.support.sandbox import Sandbox
 from tests.support.service import ServiceProcess, sandbox_env
 
-# The breaker alert waits 3 s (its real `for` is 2 m): long enough to be seen pending.
-BREAKER_FOR = "3s"
+# The breaker alert waits 5 s (its real `for` is 2 m): long enough to be seen pending.
+BREAKER_FOR = "5s"
 BREAKER_OPEN = 'ai_provider_circuit_breaker_state{provider="groq"} 1.0'
 OPENAI_MODEL = "openai/gpt-4o-mini"
 # One pinned openai call of 1000 output tokens (the sandbox answers at length and counts
@@ -180,6 +180,9 @@ def stack(
         GROQ_BREAKER_RESET_TIMEOUT_S="2",
         # Probes would take the half-open trial on their own schedule: not during the test.
         AI_HEALTH_PROBE_INTERVAL_S="600",
+        # Redis on loopback, on a busy CI machine: a 50 ms hiccup must not count as an outage
+        # (the budget would switch to its outage share in the middle of the test).
+        REDIS_TIMEOUT_S="1",
         # A locked ledger database fails a batch write at once rather than after 5 s.
         DATABASE_BUSY_TIMEOUT_S="0.1",
         **gateway_env(sandbox_process.base_url),
