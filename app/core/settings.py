@@ -415,6 +415,9 @@ class Settings(SecretFileSettings):
     daily_budget_usd_openai: float | None = Field(default=100.0, ge=0)
     daily_budget_usd_total: float | None = Field(default=None, ge=0)
     daily_budget_usd_per_caller: float | None = Field(default=None, ge=0)
+    # With REDIS_URL: the part of what is left of each budget the replicas keep in reserve
+    # for a Redis outage (each its share), the only money a replica spends while cut off.
+    budget_outage_share: float = Field(default=0.1, ge=0, le=1)
     # Monthly caps in USD beside the daily ones (the month in BUDGET_TIMEZONE), with the same
     # reservation and alert rules. None: no monthly cap.
     monthly_budget_usd_groq: float | None = Field(default=None, ge=0)

@@ -11,6 +11,7 @@ import random
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -20,7 +21,12 @@ from app.core.clock import ManualClock
 from app.core.db import migrate
 from app.core.settings import ProviderName
 from app.modules.ai.budget import DAY, HELD_RETRY_AFTER_S, MONTH, Blocked, Reservation
-from app.modules.ai.budget_store import LEASE_MARGIN_S, SharedReservation
+from app.modules.ai.budget_store import (
+    LEASE_MARGIN_S,
+    OUTAGE_RESERVE_LEASE_S,
+    SharedReservation,
+)
+from tests.chaos.proxy import FaultProxy
 from tests.support.budgets import Cluster, nano, paused
 from tests.support.redis import RedisServer, needs_redis
 from tests.support.sandbox import fresh_database_url
@@ -32,6 +38,12 @@ NOON = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
 TODAY = ("d", "2026-03-10")
 THIS_MONTH = ("m", "2026-03")
 NANO = 10**9
+# Half of what is left kept in reserve for an outage: round numbers in the tests below.
+_OUTAGE: dict[str, Any] = {
+    "budget_outage_share": 0.5,
+    "daily_budget_usd_gemini": None,
+    "daily_budget_usd_azure": None,
+}
 
 
 @pytest.fixture(scope="module")
@@ -133,7 +145,11 @@ async def test_concurrent_reservations_hold_all_budgets_or_none_and_never_pass_o
         held = await cluster.hash(*TODAY)
         for line, limit in limits.items():
             assert granted[line] <= limit
-            assert nano(held, f"r:{line}") == granted[line] * 1000
+            # Held: the calls granted, and each replica's outage reserve (never past the
+            # limit together: a reserve only grows into money nobody holds).
+            reserves = _reserves(held, line)
+            assert nano(held, f"r:{line}") == granted[line] * 1000 + reserves
+            assert granted[line] * 1000 + reserves <= limit * 1000
         costs = random.Random(len(calls))
         spent: dict[str, int] = dict.fromkeys(limits, 0)
         for store, result in zip(stores, results, strict=True):
@@ -145,10 +161,19 @@ async def test_concurrent_reservations_hold_all_budgets_or_none_and_never_pass_o
         await asyncio.gather(a.store.flush(), b.store.flush())
         after = await cluster.hash(*TODAY)
         for line in limits:
-            assert nano(after, f"r:{line}") == 0
+            assert nano(after, f"r:{line}") == _reserves(after, line)
             assert nano(after, f"s:{line}") == spent[line] * 1000
     finally:
         await cluster.aclose()
+
+
+def _reserves(period: dict[str, str], line: str) -> int:
+    """The replicas' outage reserves on `line` in a period hash, in billionths."""
+    return sum(
+        int(value)
+        for name, value in period.items()
+        if name.startswith("b:") and name.endswith(":" + line)
+    )
 
 
 async def test_a_truly_spent_budget_waits_for_the_reset_and_a_held_one_briefly(
@@ -327,49 +352,141 @@ async def test_a_monthly_cap_blocks_until_the_month_resets_and_alerts_once(
 # -- Redis away: the local share, then reconciliation -------------------------------------
 
 
-async def test_while_redis_is_away_each_replica_spends_at_most_its_share(
-    server: RedisServer, pair: Cluster, clock: ManualClock
+async def _warm(cluster: Cluster, *names: str, proxied: FaultProxy | None = None) -> list[Any]:
+    """Replicas that see each other and Redis, each with one paid call behind it (0.1 held,
+    0.1 spent: the size an outage reserve must cover) and its reserve sized. With
+    `proxied`, the first reaches Redis through that proxy (to be cut off alone)."""
+    replicas = [
+        cluster.replica(
+            name, redis_url=f"redis://127.0.0.1:{proxied.port}/0" if proxied and i == 0 else None
+        )
+        for i, name in enumerate(names)
+    ]
+    for _ in range(2):
+        await asyncio.gather(*(r.shared.beat() for r in replicas))
+    assert all(r.shared.live_replicas == len(names) for r in replicas)
+    await asyncio.gather(*(r.store.sync() for r in replicas))
+    for replica in replicas:
+        call = await replica.store.acquire(OA, "alice", 0.1, lease_s=30)
+        assert isinstance(call, Reservation)
+        replica.store.settle(call, 0.1)
+        await replica.store.flush()
+    for replica in replicas:
+        await replica.store.tick()
+    return replicas
+
+
+async def _spend(replica: Any, times: int, worst: float = 0.1, cost: float = 0.1) -> Decimal:
+    """Up to `times` calls on `replica` (each settled at once); what they cost."""
+    spent = Decimal(0)
+    for _ in range(times):
+        result = await replica.store.acquire(OA, "alice", worst, lease_s=30)
+        if isinstance(result, Reservation):
+            replica.store.settle(result, cost)
+            spent += Decimal(str(cost))
+        else:
+            assert result.held
+            assert result.retry_after_s == HELD_RETRY_AFTER_S
+    return spent
+
+
+async def test_each_replica_keeps_an_outage_reserve_that_only_it_can_spend(
+    server: RedisServer, clock: ManualClock
 ) -> None:
-    a, b = pair.replica("a"), pair.replica("b")
-    await asyncio.gather(a.shared.beat(), b.shared.beat())
-    await asyncio.gather(a.shared.beat(), b.shared.beat())
-    assert a.shared.live_replicas == b.shared.live_replicas == 2
-    await asyncio.gather(a.store.sync(), b.store.sync())
-    spent = await a.store.acquire(OA, "alice", 0.3, lease_s=30)
-    assert isinstance(spent, Reservation)
-    a.store.settle(spent, 0.2)
-    await a.store.flush()
-    await asyncio.gather(a.store.lines(caller=None), b.store.lines(caller=None))  # last seen
-    with paused(server):
-        await asyncio.gather(a.store.lines(caller=None), b.store.lines(caller=None))
+    """BUDGET_OUTAGE_SHARE=0.5 of what is left, split between the two replicas: after 0.2
+    of 1.0 is spent, `a` holds 0.5 x 0.8 / 2 = 0.2 on Redis and `b` 0.5 x 0.6 / 2 = 0.15
+    (a reserve only grows into money nobody holds). Each reserve is in `r:` like a call in
+    flight, and its owner spends it through Redis when nothing else is left: the budget is
+    still spent to its last cent, never past it."""
+    cluster = await _cluster(server.url, clock, daily_budget_usd_openai=1.0, **_OUTAGE)
+    try:
+        a, b = await _warm(cluster, "a", "b")
+        today = await cluster.hash(*TODAY)
+        assert nano(today, "b:a:openai") == int(0.2 * NANO)
+        assert nano(today, "b:b:openai") == int(0.15 * NANO)
+        assert nano(today, "r:openai") == int(0.35 * NANO)
+        # `b` spends what nobody holds (0.45) and its own reserve (0.15); `a`'s is not its.
+        assert await _spend(b, 10) == Decimal("0.6")
+        # `a` spends its own reserve through Redis: 1.0 in all.
+        assert await _spend(a, 10) == Decimal("0.2")
+        await asyncio.gather(a.store.flush(), b.store.flush())
+        today = await cluster.hash(*TODAY)
+        assert nano(today, "s:openai") == NANO
+        assert nano(today, "r:openai") == 0
+    finally:
+        await cluster.aclose()
+
+
+async def test_a_replica_cut_off_while_the_other_sees_redis_never_passes_the_budget(
+    server: RedisServer, clock: ManualClock
+) -> None:
+    """The overspend a stale share allowed: `a` loses Redis (its connection is gone) while
+    `b` still spends on it. `a` spends only its reserve (0.2), which `b` cannot take; `b`
+    spends everything else: 1.0 in all. A share of what `a` last saw left (0.8 / 2 = 0.4)
+    would have paid 1.2."""
+    cluster = await _cluster(server.url, clock, daily_budget_usd_openai=1.0, **_OUTAGE)
+    proxy = FaultProxy("127.0.0.1", server.port).start()
+    try:
+        a, b = await _warm(cluster, "a", "b", proxied=proxy)
+        proxy.set(blackhole=True)  # `a`'s commands reach nothing from now on; `b`'s do
+        clock.advance(5.0)  # long past any "just lost" pause
+        spent_a = await _spend(a, 10)
         assert not a.store.synced
-        assert not b.store.synced
-        # Just lost (a blip, or a loop too busy to read the answer?): no share yet.
-        unconfirmed = await a.store.acquire(OA, "alice", 0.15, lease_s=30)
-        assert unconfirmed == Blocked("openai", HELD_RETRY_AFTER_S, held=True, period=DAY)
-        clock.advance(2.0)  # two heartbeats: confirmed
-        # 0.8 left when they last saw it: 0.4 each.
-        granted = {"a": Decimal(0), "b": Decimal(0)}
-        for name, replica in (("a", a), ("b", b)):
-            for _ in range(6):
-                result = await replica.store.acquire(OA, "alice", 0.15, lease_s=30)
-                if isinstance(result, Reservation):
-                    granted[name] += result.amount
-                    replica.store.settle(result, 0.1)
-                else:
-                    assert result.held
-                    assert result.retry_after_s == HELD_RETRY_AFTER_S
-            assert not replica.store.synced
-        # A share of 0.4 each; a call holds 0.15 and costs 0.1: the fourth would need 0.45.
-        assert granted == {"a": Decimal("0.45"), "b": Decimal("0.45")}
-    await asyncio.gather(a.shared.beat(), b.shared.beat())
-    await asyncio.gather(a.store.sync(), b.store.sync())
-    assert a.store.synced
-    assert b.store.synced
-    await asyncio.gather(a.store.sync(), b.store.sync())  # reconciled once, not per return
-    today = await pair.hash(*TODAY)
-    assert nano(today, "s:openai") == int(0.8 * NANO)  # 0.2 + 3 x 0.1 + 3 x 0.1
-    assert nano(today, "r:openai") == 0
+        assert spent_a == Decimal("0.2")
+        spent_b = await _spend(b, 20)
+        await b.store.flush()
+        assert b.store.synced
+        on_redis = Decimal(nano(await cluster.hash(*TODAY), "s:openai")) / NANO
+        assert on_redis == Decimal("0.2") + spent_b  # the warm-up calls and `b`'s
+        assert on_redis + spent_a == Decimal("1.0")
+    finally:
+        proxy.stop()
+        await cluster.aclose()
+
+
+async def test_while_redis_is_away_each_replica_spends_only_its_reserve_then_reconciles_once(
+    server: RedisServer, clock: ManualClock
+) -> None:
+    """Redis paused for both: each replica spends its reserve (0.2 and 0.15: two calls and
+    one) and no more; when Redis answers again the outage's settles are counted once."""
+    cluster = await _cluster(server.url, clock, daily_budget_usd_openai=1.0, **_OUTAGE)
+    try:
+        a, b = await _warm(cluster, "a", "b")
+        with paused(server):
+            await asyncio.gather(a.store.lines(caller=None), b.store.lines(caller=None))
+            assert not a.store.synced
+            assert not b.store.synced
+            assert await _spend(a, 6) == Decimal("0.2")
+            assert await _spend(b, 6) == Decimal("0.1")
+        await asyncio.gather(a.shared.beat(), b.shared.beat())
+        await asyncio.gather(a.store.sync(), b.store.sync())
+        assert a.store.synced
+        assert b.store.synced
+        await asyncio.gather(a.store.sync(), b.store.sync())  # reconciled once, not per return
+        today = await cluster.hash(*TODAY)
+        assert nano(today, "s:openai") == int(0.5 * NANO)  # 0.2 warm-up + 0.2 + 0.1
+        assert nano(today, "r:openai") == _reserves(today, "openai")
+    finally:
+        await cluster.aclose()
+
+
+async def test_a_killed_replicas_outage_reserve_ends_with_its_lease(
+    server: RedisServer, clock: ManualClock
+) -> None:
+    """`a` dies holding its reserve: after OUTAGE_RESERVE_LEASE_S the scripts release it and
+    `b` may spend that money too."""
+    cluster = await _cluster(server.url, clock, daily_budget_usd_openai=1.0, **_OUTAGE)
+    try:
+        a, b = await _warm(cluster, "a", "b")
+        await a.store.aclose()  # `a` is gone (no refresher runs): nothing renews its reserve
+        assert await _spend(b, 20) == Decimal("0.6")  # everything but a's 0.2
+        await b.store.flush()  # b's settles on Redis (its sender would do it)
+        clock.advance(OUTAGE_RESERVE_LEASE_S + 1)
+        assert await _spend(b, 20) == Decimal("0.2")
+        await b.store.flush()
+        assert nano(await cluster.hash(*TODAY), "s:openai") == NANO
+    finally:
+        await cluster.aclose()
 
 
 async def test_a_call_reserved_on_redis_and_settled_while_it_is_away_is_booked_once(

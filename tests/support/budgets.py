@@ -70,12 +70,16 @@ class Cluster:
         values.update(settings)
         return cls(redis_url, clock, database_url, make_engine(database_url), values)
 
-    def replica(self, name: str | None = None, *, heartbeat_s: float = 60.0) -> Replica:
+    def replica(
+        self, name: str | None = None, *, heartbeat_s: float = 60.0, redis_url: str | None = None
+    ) -> Replica:
+        """A replica; `redis_url` (a proxy in front of the cluster's Redis) to cut it off
+        alone."""
         settings = Settings(**self.settings, redis_url=self.redis_url)
         telemetry = Telemetry()
         metrics = AIMetrics(telemetry.meter, frozenset())
         shared = SharedState(
-            self.redis_url,
+            redis_url or self.redis_url,
             prefix=self.prefix,
             replica_id=name,
             heartbeat_s=heartbeat_s,

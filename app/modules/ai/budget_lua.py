@@ -10,6 +10,12 @@ Layout (keys under REDIS_KEY_PREFIX):
 - `budget:res`: reservation id -> what it holds (hash keys, amount, budgets), and
   `budget:lease`: reservation id by expiry (ms). Expired reservations are released by the
   scripts themselves (`sweep`), so a killed replica's holds end with their lease.
+- `b:<replica>:<budget>` in a period hash: that replica's **outage reserve** on the budget,
+  part of `r:` (held) like a call in flight, so no other replica can spend it. It is the
+  only money a replica may spend while it cannot reach Redis; the replica itself may spend
+  it through Redis too (RESERVE draws on it when nothing else is left), so a budget can
+  still be spent to its last cent. STANDBY resizes it; its record in `budget:res` is
+  `sb:<replica>` (kind `sb`), released by the sweep when its lease ends.
 
 Amounts travel as decimal strings and are handed to HINCRBY as such: Lua prints a number of
 15 digits or more in exponent form, which HINCRBY would refuse.
@@ -28,7 +34,15 @@ local function sweep(now)
       for _, line in ipairs(rec.l) do
         local key = rec.k[line[1]]
         if key == KEYS[1] or key == KEYS[2] then
-          redis.call('HINCRBY', key, 'r:' .. line[2], '-' .. rec.a)
+          local amount = rec.a
+          if rec.sb then
+            local field = 'b:' .. rec.sb .. ':' .. line[2]
+            amount = redis.call('HGET', key, field) or '0'
+            redis.call('HDEL', key, field)
+          end
+          if amount ~= '0' then  -- Redis reads '-0' as no integer
+            redis.call('HINCRBY', key, 'r:' .. line[2], '-' .. amount)
+          end
         end
       end
       redis.call('HDEL', KEYS[3], id)
@@ -38,10 +52,12 @@ local function sweep(now)
 end
 """
 
-# ARGV: now, id, amount, expiry (ms), n, then n x (period 1|2, budget, limit).
-# Returns {status, line index, day seed, month seed, spent and held of each line...} with
-# status ok (held against every line), spent (a line is truly spent: the first monthly one,
-# else the first daily one), held (only calls in flight are in the way), unseeded.
+# ARGV: now, id, amount, expiry (ms), n, then n x (period 1|2, budget, limit), replica.
+# Returns {status, line index, day seed, month seed, spent, held and this replica's outage
+# reserve of each line...} with status ok (held against every line), spent (a line is truly
+# spent: the first monthly one, else the first daily one), held (only calls in flight and
+# other replicas' reserves are in the way), unseeded. A call that fits only with this
+# replica's own reserve takes what it needs from it.
 RESERVE = (
     _SWEEP
     + """
@@ -61,16 +77,18 @@ for period = 1, 2 do
   seeds[period] = redis.call('HGET', KEYS[period], 'seed') or ''
   if need[period] and seeds[period] == '' then return {'unseeded', period, '', ''} end
 end
+local own_prefix = 'b:' .. ARGV[6 + 3 * n] .. ':'
 local view, spent_at, held_at = {}, 0, 0
 for i, line in ipairs(lines) do
   local key = KEYS[line[1]]
-  local s = tonumber(redis.call('HGET', key, 's:' .. line[2]) or '0')
-  local r = tonumber(redis.call('HGET', key, 'r:' .. line[2]) or '0')
+  local v = redis.call('HMGET', key, 's:' .. line[2], 'r:' .. line[2], own_prefix .. line[2])
+  local s, r, own = tonumber(v[1] or '0'), tonumber(v[2] or '0'), tonumber(v[3] or '0')
   view[#view + 1] = s
   view[#view + 1] = r
+  view[#view + 1] = own
   if s + amount > line[3] then
     if spent_at == 0 or (line[1] == 2 and lines[spent_at][1] == 1) then spent_at = i end
-  elseif held_at == 0 and s + r + amount > line[3] then
+  elseif held_at == 0 and s + r - own + amount > line[3] then
     held_at = i
   end
 end
@@ -82,7 +100,17 @@ elseif held_at > 0 then
 else
   local record = {}
   for i, line in ipairs(lines) do
-    view[2 * i] = redis.call('HINCRBY', KEYS[line[1]], 'r:' .. line[2], ARGV[3])
+    local key = KEYS[line[1]]
+    local r = redis.call('HINCRBY', key, 'r:' .. line[2], ARGV[3])
+    local over = view[3 * i - 2] + r - line[3]
+    if over > 0 then  -- fits only with this replica's reserve: take that much of it
+      local own = view[3 * i]
+      if over > own then over = own end
+      local minus = string.format('%d', -over)
+      view[3 * i] = redis.call('HINCRBY', key, own_prefix .. line[2], minus)
+      r = redis.call('HINCRBY', key, 'r:' .. line[2], minus)
+    end
+    view[3 * i - 1] = r
     record[i] = {line[1], line[2]}
   end
   local held = cjson.encode({k = {KEYS[1], KEYS[2]}, a = ARGV[3], l = record})
@@ -101,6 +129,55 @@ VIEW = (
     + """
 sweep(tonumber(ARGV[1]))
 return {redis.call('HGETALL', KEYS[1]), redis.call('HGETALL', KEYS[2])}
+"""
+)
+
+# KEYS: 1 day hash, 2 month hash, 3 reservations, 4 leases. ARGV: now, replica, expiry (ms),
+# share (a decimal string: the part of what is left the replicas keep in reserve), live
+# replicas, the smallest useful reserve (one call's worst case), n, then n x (period 1|2,
+# budget, limit). Sets this replica's outage reserve on each budget to share x (limit -
+# spent - what others hold) / replicas, never more than is free (a reserve only grows into
+# money nobody holds), and none when that would not pay for one call (it would only be in
+# the others' way); renews its lease. A period not seeded yet gets no reserve. Returns, per
+# line, {spent, held, reserve}.
+STANDBY = (
+    _SWEEP
+    + """
+local now = tonumber(ARGV[1])
+sweep(now)
+local replica, share, replicas = ARGV[2], tonumber(ARGV[4]), tonumber(ARGV[5])
+local smallest = tonumber(ARGV[6])
+local prefix = 'b:' .. replica .. ':'
+local out, record = {}, {}
+for i = 1, tonumber(ARGV[7]) do
+  local b = 7 + (i - 1) * 3
+  local period, name, limit = tonumber(ARGV[b + 1]), ARGV[b + 2], tonumber(ARGV[b + 3])
+  local key = KEYS[period]
+  local v = redis.call('HMGET', key, 'seed', 's:' .. name, 'r:' .. name, prefix .. name)
+  local s, r, own = tonumber(v[2] or '0'), tonumber(v[3] or '0'), tonumber(v[4] or '0')
+  if v[1] then
+    local free = limit - s - r
+    local target = math.floor(share * math.max(0, limit - s - (r - own)) / replicas)
+    if target > own + math.max(0, free) then target = own + math.max(0, free) end
+    if target < smallest then target = 0 end
+    if target ~= own then
+      r = redis.call('HINCRBY', key, 'r:' .. name, string.format('%d', target - own))
+      if target > 0 then
+        redis.call('HSET', key, prefix .. name, string.format('%d', target))
+      else
+        redis.call('HDEL', key, prefix .. name)
+      end
+      own = target
+    end
+    record[#record + 1] = {period, name}
+  end
+  out[#out + 1] = {s, r, own}
+end
+local id = 'sb:' .. replica
+local rec = {k = {KEYS[1], KEYS[2]}, a = '0', sb = replica, l = record}
+redis.call('HSET', KEYS[3], id, cjson.encode(rec))
+redis.call('ZADD', KEYS[4], ARGV[3], id)
+return out
 """
 )
 

@@ -13,12 +13,18 @@ Every read-modify-write is one Lua script (budget_lua.py):
   may both read the ledger, only the first writes.
 
 **When Redis is slow or gone** (`SharedStateDown`, or `SharedState.up` false) the gateway keeps
-serving from local state and never overspends: each budget line gets this replica's share of
-what was left when it last saw Redis (limit - spent - held, divided by the live replicas it
-last counted), and reservations made meanwhile are kept against that share. When Redis answers
-again (`on_up`), the state is reconciled before Redis is used again: the current periods are
-seeded if Redis came back empty, reservations still in flight are held again, and the journal
-is sent, each settle counted once.
+serving from local state and never overspends. While it sees Redis, each replica keeps an
+**outage reserve** on every budget, held on Redis like a call in flight (STANDBY, resized at
+every refresh): BUDGET_OUTAGE_SHARE of what is left, divided by the live replicas. Cut off,
+a replica spends only that reserve, which no other replica can spend meanwhile, whether
+they see Redis or not: a Redis that one replica cannot reach while the others can (slow, or
+that replica's own loop too busy) cannot make the fleet spend a share twice. The reserve is
+not lost money: its owner draws on it through Redis when nothing else is left, so a budget
+is still spent to its last cent; a killed replica's reserve ends with its lease
+(OUTAGE_RESERVE_LEASE_S), and a replica cut off for longer than that spends nothing more.
+When Redis answers again (`on_up`), the state is reconciled before Redis is used again: the
+current periods are seeded if Redis came back empty, reservations still in flight are held
+again, the journal is sent, each settle counted once, and the reserve is sized again.
 
 **The seed and the outage spend are never both counted.** A seed holds the ledger rows
 written before its `cut` (the seeding time minus SEED_LAG: `seed_lag_s`, ten ledger flush
@@ -36,6 +42,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -67,7 +74,7 @@ from app.modules.ai.budget import (
     usd,
     visible,
 )
-from app.modules.ai.budget_lua import APPLY, HOLD, RESERVE, SEED, VIEW
+from app.modules.ai.budget_lua import APPLY, HOLD, RESERVE, SEED, STANDBY, VIEW
 from app.modules.ai.metrics import AIMetrics
 from app.modules.ai.usage import UsageLedger
 
@@ -78,6 +85,14 @@ log = logging.getLogger("app.ai.budget")
 LEASE_MARGIN_S = 5.0
 # Settles kept past 2 x lag, for a reseed noticed late (by the next refresh).
 JOURNAL_SLACK_S = 10.0
+# A replica's outage reserve is held this long past its last refresh: a killed replica's
+# reserve is free again after it, and a replica cut off for longer stops spending (its
+# reserve may be gone on Redis). The replica trusts it for OUTAGE_RESERVE_MARGIN_S less,
+# counted from before the script was sent, so its clock never runs past Redis' expiry.
+OUTAGE_RESERVE_LEASE_S = 120.0
+OUTAGE_RESERVE_MARGIN_S = 5.0
+# The call sizes an outage reserve is sized against: the last this many refresh intervals.
+CALL_SIZE_INTERVALS = 60
 # Settles per script call when the journal is sent.
 BATCH = 200
 # Reconciliation rounds (hold, send, refresh) before Redis decides again even if calls keep
@@ -122,16 +137,19 @@ class _Op:
 
 @dataclass(slots=True)
 class _Outage:
-    """Redis unknown: what this replica saw last, and what it spent from its share since."""
+    """Redis unknown: what this replica saw last, its outage reserve on each budget (valid
+    until `until`, monotonic), and what it spent from it since."""
 
     seen: dict[str, dict[str, tuple[int, int]]]
-    replicas: int
+    reserves: dict[str, dict[str, int]]
+    until: float
     used: dict[tuple[str, str], int] = field(default_factory=dict)  # held + spent, local
     spent: dict[tuple[str, str], int] = field(default_factory=dict)  # every settle meanwhile
 
-    def allowance(self, key: str, name: str, limit: int) -> int:
-        spent, held = self.seen.get(key, {}).get(name, (0, 0))
-        return max(0, limit - spent - held) // self.replicas
+    def allowance(self, key: str, name: str, now: float) -> int:
+        if now >= self.until:
+            return 0
+        return self.reserves.get(key, {}).get(name, 0)
 
 
 class RedisBudgets:
@@ -158,19 +176,25 @@ class RedisBudgets:
         self._seed_script = shared.script(SEED)
         self._hold_script = shared.script(HOLD)
         self._apply_script = shared.script(APPLY)
+        self._standby_script = shared.script(STANDBY)
+        self._outage_share = settings.budget_outage_share
         self._res_key = shared.key("budget", "res")
         self._lease_key = shared.key("budget", "lease")
         # hash key -> budget -> (spent, held), as Redis last said (or the ledger at start).
         self._view: dict[str, dict[str, tuple[int, int]]] = {}
         self._seeds: dict[str, str] = {}  # hash key -> the seed this replica applied under
+        # hash key -> budget -> this replica's outage reserve on Redis, trusted until then.
+        self._reserves: dict[str, dict[str, int]] = {}
+        self._reserves_until = -math.inf
+        # The largest worst case reserved in each of the last refresh intervals: the
+        # smallest outage reserve worth keeping (one that pays for no call is not kept).
+        self._largest_calls: deque[int] = deque([0], maxlen=CALL_SIZE_INTERVALS)
         self._open: dict[str, SharedReservation] = {}
         self._journal: deque[_Op] = deque()
         self._seq = 0
         self._sent = 0  # every settle up to this seq is applied under the seeds known
         self._synced = False
         self._syncing = False
-        self._lost_at: float | None = None  # monotonic, when this replica lost Redis
-        self._confirm_s = max(1.0, 2 * settings.redis_heartbeat_s)
         self._outage: _Outage | None = None
         self._wake = asyncio.Event()
         self._send_lock = asyncio.Lock()
@@ -197,11 +221,9 @@ class RedisBudgets:
 
     @property
     def state(self) -> str:
-        """`redis` (Redis decides), `local-share` (Redis away: this replica's share),
-        `redis-lost` (just lost, not yet confirmed: paid calls wait)."""
-        if self.synced:
-            return "redis"
-        return "local-share" if self._confirmed() else "redis-lost"
+        """`redis` (Redis decides) or `local-share` (Redis away or not reconciled yet: this
+        replica spends its outage reserve)."""
+        return "redis" if self.synced else "local-share"
 
     @property
     def synced(self) -> bool:
@@ -239,6 +261,8 @@ class RedisBudgets:
         )
         if self._synced and not self._shared.up:
             self._lost("Redis unreachable")
+        calls = self._largest_calls
+        calls[-1] = max(calls[-1], reservation.held)
         if self.synced:
             try:
                 verdict = await self._reserve_shared(reservation, day_key, month_key)
@@ -269,6 +293,7 @@ class RedisBudgets:
         ]
         for key, _, name, limit in reservation.lines:
             args += [1 if key == day_key else 2, name, limit]
+        args.append(self._shared.replica_id)
         keys = [day_key, month_key, self._res_key, self._lease_key]
         for _ in range(2):
             result = await self._shared.run(self._reserve, keys, args)
@@ -287,7 +312,9 @@ class RedisBudgets:
         self._note_seed(month_key, _text(result[3]))
         values = [int(v) for v in result[4:]]
         for index, (key, _, name, _) in enumerate(reservation.lines):
-            self._view.setdefault(key, {})[name] = (values[2 * index], values[2 * index + 1])
+            spent, held, reserve = values[3 * index : 3 * index + 3]
+            self._view.setdefault(key, {})[name] = (spent, held)
+            self._reserves.setdefault(key, {})[name] = reserve
         if status == "ok":
             reservation.in_redis = True
             self._open[reservation.id] = reservation
@@ -299,11 +326,12 @@ class RedisBudgets:
         return Blocked(name, self._rules.seconds_until(period), period=period)
 
     def _reserve_local(self, reservation: SharedReservation) -> Reservation | Blocked:
-        """Redis unknown: against this replica's share of what was left when it last saw
-        Redis. Truly spent (as last seen, plus what this replica spent since) waits for the
-        reset; a share used up is a short wait (Redis may be back, calls may end)."""
+        """Redis unknown: against this replica's outage reserve. Truly spent (as last seen,
+        plus what this replica spent since) waits for the reset; a reserve used up is a short
+        wait (Redis may be back, calls may end)."""
         outage = self._outage or self._enter_outage()
         amount = reservation.held
+        now = self._clock.monotonic()
         spent_at: Line | None = None
         held_at: Line | None = None
         for line in reservation.lines:
@@ -314,15 +342,10 @@ class RedisBudgets:
                     spent_at = line
             elif held_at is None:
                 used = outage.used.get((key, name), 0)
-                if used + amount > outage.allowance(key, name, limit):
+                if used + amount > outage.allowance(key, name, now):
                     held_at = line
         if spent_at is not None:
             return Blocked(spent_at[2], self._rules.seconds_until(spent_at[1]), period=spent_at[1])
-        if not self._confirmed():
-            # Just lost: a blip, or this process' own loop too busy to read the answer in
-            # time, while the other replicas still spend on Redis. No share yet: a share
-            # taken then would be spent twice (by this replica, and by the others on Redis).
-            held_at = reservation.lines[0]
         if held_at is not None:
             wait = min(HELD_RETRY_AFTER_S, self._rules.seconds_until(held_at[1]))
             return Blocked(held_at[2], wait, held=True, period=held_at[1])
@@ -335,35 +358,21 @@ class RedisBudgets:
     def _enter_outage(self) -> _Outage:
         self._outage = outage = _Outage(
             seen={key: dict(lines) for key, lines in self._view.items()},
-            replicas=max(1, self._shared.live_replicas),
+            reserves={key: dict(lines) for key, lines in self._reserves.items()},
+            until=self._reserves_until,
         )
         for op in self._journal:  # settled here, not yet (known to be) on Redis
             if op.seq > self._sent:
                 for key, _, name, _ in op.lines:
                     outage.spent[(key, name)] = outage.spent.get((key, name), 0) + op.actual
-        log.warning(
-            "budgets: Redis unknown, spending at most this replica's share (1/%d) of what was left",
-            self._outage.replicas,
-        )
+        log.warning("budgets: Redis unknown, spending at most this replica's outage reserve")
         return self._outage
-
-    def _confirmed(self) -> bool:
-        """Redis has been unknown for CONFIRM (two heartbeats, at least 1 s) and still does
-        not answer: every replica has lost it too, or will have by the time it matters."""
-        lost = self._lost_at
-        return (
-            lost is not None
-            and not self._shared.up
-            and self._clock.monotonic() - lost >= self._confirm_s
-        )
 
     def _lost(self, why: str) -> None:
         """Redis cannot be trusted now: local shares (once confirmed) until `sync` has run
         again."""
         was = self._synced
         self._synced = False
-        if self._lost_at is None:
-            self._lost_at = self._clock.monotonic()
         if self._outage is None:
             self._enter_outage()
         if was:
@@ -568,13 +577,13 @@ class RedisBudgets:
                 left = [r for r in self._open.values() if not r.in_redis]
                 was = self._outage
                 self._outage = None
-                self._lost_at = None
                 self._synced = True
                 self._wake.set()
         finally:
             self._syncing = False
         if left:
             await self._hold(left, day_key, month_key)
+        await self._standby(day_key, month_key)
         if was is not None:
             log.warning("budgets: shared state reconciled; Redis decides again")
 
@@ -596,6 +605,40 @@ class RedisBudgets:
             await self._shared.run(self._hold_script, keys, args)
         for reservation in waiting:
             reservation.in_redis = True
+
+    async def _standby(self, day_key: str, month_key: str) -> None:
+        """Size this replica's outage reserve on every budget again and renew its lease."""
+        lines = [
+            (index, name, to_nano(limit))
+            for index, period in ((1, DAY), (2, MONTH))
+            if period == DAY or self._rules.monthly
+            for name, limit in sorted(self._rules.limits(period).items())
+        ]
+        smallest = max(self._largest_calls)
+        self._largest_calls.append(0)
+        if not lines or not (smallest or any(any(r.values()) for r in self._reserves.values())):
+            return  # no paid call yet: no idea what a reserve must cover
+        if not smallest:  # idle for a while: a reserve would only be in the others' way
+            smallest = max(limit for _, _, limit in lines) + 1
+        sent = self._clock.monotonic()
+        args: list[Any] = [
+            self._now_ms(),
+            self._shared.replica_id,
+            self._now_ms() + int(OUTAGE_RESERVE_LEASE_S * 1000),
+            repr(self._outage_share),
+            max(1, self._shared.live_replicas),
+            smallest,
+            len(lines),
+        ]
+        for index, name, limit in lines:
+            args += [index, name, limit]
+        keys = [day_key, month_key, self._res_key, self._lease_key]
+        result = await self._shared.run(self._standby_script, keys, args)
+        for (index, name, _), (spent, held, reserve) in zip(lines, result, strict=True):
+            key = day_key if index == 1 else month_key
+            self._view.setdefault(key, {})[name] = (int(spent), int(held))
+            self._reserves.setdefault(key, {})[name] = int(reserve)
+        self._reserves_until = sent + OUTAGE_RESERVE_LEASE_S - OUTAGE_RESERVE_MARGIN_S
 
     async def _refresh(self, day_key: str, month_key: str) -> None:
         """The current periods as Redis has them (expired reservations released first)."""
@@ -680,8 +723,9 @@ class RedisBudgets:
                 except (SQLAlchemyError, OSError):
                     continue
                 self._view[key] = {n: (to_nano(usd(v)), 0) for n, v in spend.items()}
-            self._outage = None  # shares are taken from this view, not from nothing
-            self._lost_at = self._clock.monotonic()
+            # Not seen Redis yet: no outage reserve, so paid calls wait for Redis (free
+            # providers still serve); this view is what /v1/budgets shows meanwhile.
+            self._outage = None
         self.start()
 
     def start(self) -> None:
@@ -700,17 +744,25 @@ class RedisBudgets:
         while True:
             await asyncio.sleep(self._refresh_s)
             try:
-                if self._synced and not self._shared.up:
-                    self._lost("Redis unreachable")  # the heartbeat found out first
-                elif self.synced:
-                    await self._refresh(*self._keys(self._rules.today()))
-                    self._wake.set()  # anything journaled while a send was failing
-                elif self._shared.up:
-                    await self.sync()
-            except SharedStateDown:
-                self._lost("refresh")
+                await self.tick()
             except Exception:
                 log.exception("budgets: refresh failed")
+
+    async def tick(self) -> None:
+        """One refresh (every REDIS_HEARTBEAT_S): Redis' numbers, this replica's outage
+        reserve sized again; or notice Redis is gone; or reconcile once it is back."""
+        try:
+            if self._synced and not self._shared.up:
+                self._lost("Redis unreachable")  # the heartbeat found out first
+            elif self.synced:
+                keys = self._keys(self._rules.today())
+                await self._refresh(*keys)
+                await self._standby(*keys)
+                self._wake.set()  # anything journaled while a send was failing
+            elif self._shared.up:
+                await self.sync()
+        except SharedStateDown:
+            self._lost("refresh")
 
     def _spawn(self, coroutine: Any) -> None:
         task = asyncio.get_running_loop().create_task(coroutine)

@@ -308,7 +308,7 @@ class BudgetOut(BaseModel):
 class BudgetsOut(BaseModel):
     budgets: list[BudgetOut]
     # Where this replica's numbers come from: in-process (REDIS_URL unset), redis, or while
-    # Redis is away local-share (this replica's share) or redis-lost (not yet confirmed).
+    # Redis is away local-share (this replica spends its outage reserve).
     store: str
 
 
