@@ -57,6 +57,9 @@ SHARED_ENV = {
     "AI_PROVIDER_PRIORITY": f"{PAID},groq",  # paid first; the free Groq takes what it cannot
     "REDIS_HEARTBEAT_S": str(HEARTBEAT_S),
     "LEDGER_FLUSH_INTERVAL_S": "0.1",  # the seed's lag after Redis comes back empty: 1 s
+    # Half of what is left kept in outage reserves (the default 0.1 of these small budgets
+    # would not pay for one call, and the outage would show no spending at all).
+    "BUDGET_OUTAGE_SHARE": "0.5",
 }
 
 
