@@ -14,6 +14,8 @@ from app.core.settings import LiteratureSettings, Settings
 from app.main import create_app
 from infra.sandbox.literature import AI_FULL_TEXT_VERDICT
 from infra.sandbox.literature import hosts as h
+from infra.sandbox.literature.catalogue.real_pdfs import HOST as REAL_PDF_HOST
+from infra.sandbox.literature.catalogue.real_pdfs import REAL_PDFS
 from infra.sandbox.literature.client import LiteratureSandbox
 from tests.support.client import gateway_client
 from tests.support.sandbox import Sandbox, sandbox_settings
@@ -209,3 +211,37 @@ async def test_negative_answers_say_why(client: Client, lit: LiteratureSandbox) 
     assert (unknown["confidence"], unknown["method"]) == ("low", "doi_not_found")
     down = await detect(client, lit.entry("neg-publisher-down")["paper"])
     assert down["method"] == "publisher_http_503"
+
+
+ARTICLE_TITLE = "Bi-criteria Algorithm for Scheduling Jobs on Cluster Platforms"
+ABSTRACT_TITLE = "Interference of single photons from dissimilar single photon sources"
+
+
+@pytest.mark.parametrize(
+    ("name", "title", "confidence"),
+    [
+        # 8 pages with a text layer, larger than the probe (so it is read whole): the paper
+        ("article", ARTICLE_TITLE, "high"),
+        # the same file for a paper of another title: a PDF, but perhaps not this paper's
+        ("article", "Urban tree canopy and land-surface temperature", "medium"),
+        # an image without a text layer: nothing can be checked
+        ("scanned", "Coral bleaching surveys, 1998", "low"),
+        # a one-page conference abstract
+        ("one_page_abstract", ABSTRACT_TITLE, "low"),
+    ],
+)
+@pytest.mark.asyncio(loop_scope="module")
+async def test_a_fetched_pdf_is_checked_like_verify_checks_it(
+    shared_client: Client, sandbox_process: Sandbox, name: str, title: str, confidence: str
+) -> None:
+    """Real PDFs (tests/fixtures/pdf) behind a paper's pdf_url: a PDF is high confidence only
+    when its own text reads as a certain full text of that paper (page count, text layer,
+    sections, references, title), not because the body starts with %PDF-."""
+    port = sandbox_process.base_url.rsplit(":", 1)[1].strip("/")
+    url = f"http://{REAL_PDF_HOST}:{port}{REAL_PDFS[name]}"
+    paper = {"id": f"real-{name}", "title": title, "pdf_url": url}
+    result = await detect(shared_client, paper, skip_ai=True)
+    assert (result["tier"], result["url"], result["content_type"]) == (2, url, "pdf")
+    assert result["confidence"] == confidence
+    assert result["certain"] is (confidence == "high")
+    assert result["needs_review"] is (confidence != "high")

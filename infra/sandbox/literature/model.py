@@ -42,6 +42,7 @@ class Pdf:
     title: str
     body: str
     content_type: str = "application/pdf"
+    data: bytes | None = None  # a real PDF's bytes, served as they are (nothing generated)
 
 
 @dataclass(frozen=True, slots=True)

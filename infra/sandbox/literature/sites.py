@@ -117,7 +117,7 @@ async def _serve(
             status=resource.status, text=resource.render(expand), content_type="text/html"
         )
     if isinstance(resource, Pdf):
-        data = state.pdfs.get(resource.key)
+        data = resource.data or state.pdfs.get(resource.key)
         if data is None:
             data = state.pdfs[resource.key] = make_pdf(resource.title, resource.body)
         return web.Response(body=data, headers={"Content-Type": resource.content_type})

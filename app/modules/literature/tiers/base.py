@@ -16,7 +16,7 @@ from enum import StrEnum
 from typing import ClassVar
 
 from app.core.settings import LiteratureSettings
-from app.modules.literature.content import ContentAssessment, assess_html
+from app.modules.literature.content import ContentAssessment, assess_html, assess_pdf_bytes
 from app.modules.literature.domain import (
     Confidence,
     DetectOptions,
@@ -30,6 +30,7 @@ from app.modules.literature.domain import (
 from app.modules.literature.fetcher import (
     FetchError,
     FetchRefused,
+    FetchResult,
     SafeFetcher,
     transient_status,
 )
@@ -117,6 +118,8 @@ class Examination:
     kind: ExamKind
     url: str  # the final URL after redirects (the requested one if not fetched)
     status: int | None = None
+    # A page's assessment, or a PDF's (page count, text layer, sections, references: the
+    # checks /verify makes); None for a PDF too large to read whole, which stays unchecked.
     assessment: ContentAssessment | None = None
     links: PageLinks | None = None
     error: FetchError | None = None
@@ -159,7 +162,8 @@ class Examiner:
         # Walls are often served as 401/403 pages: read them, they are evidence too.
         readable = result.ok or result.status in (401, 402, 403)
         if result.ok and result.is_pdf:
-            return Examination(ExamKind.PDF, result.url, result.status)
+            check = await self._check_pdf(result, ctx)
+            return Examination(ExamKind.PDF, result.url, result.status, check)
         if readable and result.is_html:
             html = result.html(self._max_chars)
             assessment, links = await asyncio.to_thread(
@@ -167,6 +171,57 @@ class Examiner:
             )
             return Examination(ExamKind.HTML, result.url, result.status, assessment, links)
         return Examination(ExamKind.OTHER, result.url, result.status)
+
+    async def _check_pdf(self, probe: FetchResult, ctx: TierContext) -> ContentAssessment | None:
+        """The PDF's own assessment, as /verify makes it: a scan without a text layer or a
+        one-page PDF must not pass as a sure full text just because it starts with %PDF-.
+
+        The probe holds only the first `probe_bytes`; a PDF longer than that is fetched whole
+        (up to `max_pdf_bytes`, its page index is at the end). None when it cannot be read
+        whole (too large, or the second request failed): the caller treats it as unchecked."""
+        body = probe.body
+        if probe.truncated:
+            try:
+                whole = await self.fetcher.fetch(
+                    probe.url,
+                    deadline=ctx.deadline,
+                    policy=self.fetcher.sample_policy,
+                    deadline_is_callers=ctx.deadline_is_callers(self.settings),
+                )
+            except FetchError as error:
+                ctx.evidence.transient |= error.transient
+                return None
+            if not (whole.ok and whole.is_pdf) or whole.truncated:
+                return None
+            body = whole.body
+        paper = ctx.paper
+        return await asyncio.to_thread(assess_pdf_bytes, body, title=paper.title, doi=paper.doi)
+
+
+def pdf_confidence(exam: Examination, claimed: Confidence = Confidence.HIGH) -> Confidence:
+    """What a fetched PDF is worth: `claimed` (what the link's source vouches for) only when
+    the PDF's own check is a certain full text; an unsure full text, or a PDF that could not
+    be read whole, at most medium; a scan without text, an unreadable file or one that reads
+    as something else (an abstract, a one-page flyer) low, so the waterfall goes on."""
+    check = exam.assessment
+    if check is None:
+        return _lower(claimed, Confidence.MEDIUM)
+    if check.is_full_text and check.certain:
+        return claimed
+    if check.is_full_text:
+        return _lower(claimed, Confidence.MEDIUM)
+    return _lower(claimed, Confidence.LOW)
+
+
+def pdf_finding(
+    exam: Examination, tier: TierNumber, method: str, claimed: Confidence = Confidence.HIGH
+) -> Finding:
+    """A fetched PDF as a finding, at the confidence its own check allows."""
+    return Finding(exam.url, DocumentKind.PDF, pdf_confidence(exam, claimed), tier, method)
+
+
+def _lower(a: Confidence, b: Confidence) -> Confidence:
+    return a if a.rank <= b.rank else b
 
 
 def _judge(
@@ -228,7 +283,9 @@ async def settle_page(
             continue
         pdf = await examiner.examine(pdf_url, ctx)
         if pdf.kind is ExamKind.PDF:
-            return Finding(pdf.url, DocumentKind.PDF, Confidence.HIGH, tier, f"{method}_pdf")
+            finding = better(finding, pdf_finding(pdf, tier, f"{method}_pdf"))
+            if finding is not None and finding.confidence is Confidence.HIGH:
+                return finding
     return finding
 
 

@@ -4,7 +4,7 @@ bounded request: a link that now answers with a login page or a 404 is not full 
 from __future__ import annotations
 
 from app.core.settings import LiteratureSettings
-from app.modules.literature.domain import Confidence, DocumentKind, Finding, TierNumber
+from app.modules.literature.domain import Finding, TierNumber
 from app.modules.literature.tiers.base import (
     Examiner,
     ExamKind,
@@ -12,6 +12,7 @@ from app.modules.literature.tiers.base import (
     TierContext,
     better,
     page_finding,
+    pdf_finding,
 )
 
 
@@ -33,9 +34,9 @@ class DirectUrlTier(Tier):
         for url in urls:
             exam = await self._examiner.examine(url, ctx)
             if exam.kind is ExamKind.PDF:
-                return Finding(
-                    exam.url, DocumentKind.PDF, Confidence.HIGH, self.number, "direct_pdf"
-                )
+                best = better(best, pdf_finding(exam, self.number, "direct_pdf"))
+                if ctx.satisfied(best):
+                    return best
             if exam.kind is ExamKind.HTML:
                 # Some "PDF" links are the article's HTML full text, or its viewer page.
                 best = better(best, page_finding(exam, ctx, self.number, "direct"))

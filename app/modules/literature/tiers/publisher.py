@@ -7,8 +7,6 @@ from __future__ import annotations
 
 from app.core.settings import LiteratureSettings
 from app.modules.literature.domain import (
-    Confidence,
-    DocumentKind,
     Finding,
     Negative,
     TierNumber,
@@ -22,6 +20,7 @@ from app.modules.literature.tiers.base import (
     Tier,
     TierContext,
     better,
+    pdf_finding,
     settle_page,
 )
 
@@ -51,10 +50,10 @@ class PublisherTier(Tier):
                 continue
             exam = await self._examiner.examine(url, ctx)
             if exam.kind is ExamKind.PDF:
-                return Finding(
-                    exam.url, DocumentKind.PDF, Confidence.HIGH, self.number, "publisher_pdf"
-                )
-            if exam.kind is ExamKind.HTML:
+                best = better(best, pdf_finding(exam, self.number, "publisher_pdf"))
+                if ctx.satisfied(best):
+                    return best
+            elif exam.kind is ExamKind.HTML:
                 found = await settle_page(self._examiner, exam, ctx, self.number, "publisher")
                 best = better(best, found)
                 if ctx.satisfied(best):

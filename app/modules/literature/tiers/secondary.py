@@ -13,7 +13,6 @@ from app.core.settings import LiteratureSettings
 from app.modules.literature.domain import (
     Candidate,
     Confidence,
-    DocumentKind,
     Finding,
     TierNumber,
 )
@@ -24,6 +23,7 @@ from app.modules.literature.tiers.base import (
     TierContext,
     better,
     page_finding,
+    pdf_finding,
     remember_links,
 )
 
@@ -65,11 +65,8 @@ class SecondaryLinksTier(Tier):
             exam = await self._examiner.examine(url, ctx)
             if exam.kind is ExamKind.PDF:
                 trusted = candidate.source in TRUSTED_SOURCES
-                confidence = Confidence.HIGH if trusted else Confidence.MEDIUM
-                finding = Finding(
-                    exam.url, DocumentKind.PDF, confidence, self.number, candidate.source
-                )
-                best = better(best, finding)
+                claimed = Confidence.HIGH if trusted else Confidence.MEDIUM
+                best = better(best, pdf_finding(exam, self.number, candidate.source, claimed))
             elif exam.kind is ExamKind.HTML:
                 if exam.links is not None and candidate.depth + 1 < self._max_depth:
                     remember_links(ctx.evidence, exam.links, depth=candidate.depth + 1)

@@ -11,7 +11,6 @@ from urllib.parse import quote
 
 from app.core.settings import LiteratureSettings
 from app.modules.literature.domain import (
-    Confidence,
     DocumentKind,
     Finding,
     Negative,
@@ -26,6 +25,7 @@ from app.modules.literature.tiers.base import (
     TierContext,
     better,
     page_finding,
+    pdf_finding,
     settle_page,
 )
 
@@ -60,13 +60,11 @@ class UnpaywallTier(Tier):
         for url in [u for u in pdfs if u not in ctx.evidence.seen][:MAX_PDF_CHECKS]:
             exam = await self._examiner.examine(url, ctx)
             if exam.kind is ExamKind.PDF:
-                return Finding(
-                    exam.url, DocumentKind.PDF, Confidence.HIGH, self.number, "unpaywall_pdf"
-                )
+                best = better(best, pdf_finding(exam, self.number, "unpaywall_pdf"))
             if exam.kind is ExamKind.HTML:
                 best = better(best, page_finding(exam, ctx, self.number, "unpaywall"))
-                if ctx.satisfied(best):
-                    return best
+            if ctx.satisfied(best):
+                return best
         for url in pdfs:
             ctx.evidence.add_candidate(url, "unpaywall_location", kind=DocumentKind.PDF)
         for url in landings:
@@ -74,9 +72,7 @@ class UnpaywallTier(Tier):
                 continue
             exam = await self._examiner.examine(url, ctx)
             if exam.kind is ExamKind.PDF:
-                return Finding(
-                    exam.url, DocumentKind.PDF, Confidence.HIGH, self.number, "unpaywall_pdf"
-                )
+                best = better(best, pdf_finding(exam, self.number, "unpaywall_pdf"))
             if exam.kind is ExamKind.HTML:
                 found = await settle_page(self._examiner, exam, ctx, self.number, "unpaywall")
                 best = better(best, found)

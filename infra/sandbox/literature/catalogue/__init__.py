@@ -11,7 +11,7 @@ from __future__ import annotations
 from functools import lru_cache
 
 from ..model import Catalogue
-from . import early, late, missing
+from . import early, late, missing, real_pdfs
 
 # A plainly verified answer a test or the demo can script the sandbox's AI with (chaos
 # `content`); the catalogue's tier-7 papers expect it.
@@ -41,6 +41,7 @@ def build() -> Catalogue:
     late.ai(c)
     missing.negatives(c)
     missing.helper_pages(c)
+    real_pdfs.routes(c)
     return c
 
 
