@@ -85,7 +85,8 @@ async def test_verification_on_the_development_set(sandbox: Sandbox) -> None:
             right += verdict["content_type"] in expected
             if verdict["is_full_text"] != (label == "full_article"):
                 wrong.append(page_id)
-    # 151 pages, most never tuned on: a few misses are expected until issue 15's heuristics land.
-    assert len(wrong) <= len(pages) // 30, wrong
-    assert right / len(pages) >= 0.85
+    # 154 pages: one held-out page is a miss today (a bioRxiv abstract tab read as full text);
+    # 149 of 154 (0.968) have the label's content type.
+    assert len(wrong) <= 1, wrong
+    assert right / len(pages) >= 0.95
     assert sandbox.completions("groq") <= len(pages) // 10
