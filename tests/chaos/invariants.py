@@ -474,10 +474,11 @@ def outage_shares(
     slack_usd: float,
 ) -> Verdict:
     """While the shared state is unknown a replica spends at most its share of what was
-    left (its outage reserve, held on Redis beforehand, is smaller): each replica's spend on `provider` for requests sent in [start, end) is at most
-    (limit - what was spent by answers that came before `start`) / replicas, plus
-    `slack_usd` (the last view a replica had of Redis may miss the other replicas' last
-    reservation). Some replica must have spent from its share, or nothing was shown."""
+    left (its outage reserve, held on Redis beforehand, is smaller): each replica's spend on
+    `provider` for requests sent in [start, end) is at most (limit - what was spent by answers
+    that came before `start`) / replicas, plus `slack_usd` (the last view a replica had of
+    Redis may miss the other replicas' last reservation). Some replica must have spent from
+    its reserve, or nothing was shown."""
     answered = [
         o
         for o in observation.outcomes

@@ -318,7 +318,8 @@ async def test_a_large_limit_is_taken_in_leases_and_never_passed(pair: Pair) -> 
     assert used_a[0] <= 400 + 300  # and no more than one lease (1 % of 60,000 / 2) beyond
     assert await b.acquire(0) == 0.0
     used_b = b.quota_usage()
-    assert used_b is not None and used_b[0] >= used_a[0] + 1
+    assert used_b is not None
+    assert used_b[0] >= used_a[0] + 1
 
 
 async def test_a_lease_expires_unused_and_the_next_one_is_sized_to_what_was_used(
