@@ -913,6 +913,8 @@ async def tracing_cost(args: argparse.Namespace, cores: Cores, logs: Path) -> Tr
     """Two fresh gateways on the service core, one exporting every span over OTLP/HTTP to a
     sink on the load core (`bench.otlp_sink`), one without any endpoint (no tracer at all),
     against their own sandbox; the main rows above never run with tracing."""
+    logs = logs / "tracing"  # its own port files and logs, not the first sandbox's
+    logs.mkdir(exist_ok=True)
     with contextlib.ExitStack() as stack:
         sandbox = await services.start_sandbox(logs, cores.load)
         stack.callback(services.stop, sandbox)
