@@ -6,6 +6,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
 from app.core.settings import Settings
 from app.core.tracing import Tracing, traces_endpoint
 from app.main import create_app
@@ -108,3 +112,17 @@ def test_the_endpoints_are_read_as_the_standard_variables_say(settings: Settings
         update={"otel_exporter_otlp_traces_endpoint": "http://127.0.0.1:9/custom"}
     )
     assert traces_endpoint(both) == "http://127.0.0.1:9/custom"
+
+
+def test_the_sdks_sampler_variables_are_honoured(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Our provider sets no sampler of its own, so OTEL_TRACES_SAMPLER can cut the cost."""
+    scope = {"method": "GET", "path": "/health/live", "headers": []}
+    for sampler, recorded in (("always_on", 1), ("always_off", 0)):
+        monkeypatch.setenv("OTEL_TRACES_SAMPLER", sampler)
+        exporter = InMemorySpanExporter()
+        tracing = Tracing(SimpleSpanProcessor(exporter))
+        span = tracing.server_span(scope)
+        span.finish("/health/live", 200)
+        span.detach()
+        assert len(exporter.get_finished_spans()) == recorded, sampler
+        tracing.shutdown()
