@@ -28,6 +28,7 @@ from app.core.settings import (
     OpenAISettings,
     Settings,
 )
+from app.core.version import build_info
 from app.main import create_app
 from tests.support.client import gateway_client
 from tests.support.overrides import manual_clock
@@ -354,6 +355,8 @@ async def test_ready_answers_for_this_replica_ledger(sandbox: Sandbox) -> None:
 
 
 async def test_live_is_minimal(client: Client) -> None:
+    """Liveness says the process answers, and which build it is: nothing it depends on."""
     live = await client.get("/health/live")
     assert live.status_code == 200
-    assert live.json() == {"status": "ok"}
+    build = build_info()
+    assert live.json() == {"status": "ok", "version": build.version, "commit": build.commit}
