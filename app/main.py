@@ -79,7 +79,7 @@ def create_app(settings: Settings | None = None, *overrides: Provider) -> Litest
         # Build clients and guards at start, not on the first request.
         await container.get(UnifiedAIService)
         overhead.histogram = (await container.get(AIMetrics)).overhead
-        http_metrics.bind((await container.get(Telemetry)).meter)
+        http_metrics.bind((await container.get(Telemetry)).registry)
         (await container.get(HealthService)).start()
         # Rotated provider keys are taken from their files without a restart (and on SIGHUP).
         (await container.get(KeyFileWatcher)).start()

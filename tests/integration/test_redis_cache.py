@@ -63,7 +63,7 @@ async def replicas(
         shared = SharedState(redis.url, prefix=prefix)
         await shared.beat()
         made.append(shared)
-        metrics = AIMetrics(Telemetry().meter, frozenset())
+        metrics = AIMetrics(Telemetry(), frozenset())
         local = MemoryStore(ManualClock(), metrics, max_entries=10, ttl_s=TTL_S)
         store = RedisStore(shared, local, metrics, ttl_s=TTL_S)
         return Replica(shared, ResponseCache(store, metrics, scope=scope), store)  # type: ignore[arg-type]

@@ -146,7 +146,7 @@ async def _alert_through(url: str) -> None:
     guard = BudgetGuard(
         Settings(daily_budget_usd_openai=0.001, budget_alert_webhook_url=url),
         ManualClock(),
-        AIMetrics(telemetry.meter, frozenset()),
+        AIMetrics(telemetry, frozenset()),
     )
     held = guard.reserve(ProviderName.OPENAI, "alice", 0.0005)
     assert isinstance(held, Reservation)

@@ -20,7 +20,7 @@ from tests.support.live import free_port_pair
 
 
 def _served(telemetry: Telemetry, count: int, provider: str = "groq") -> None:
-    metrics = AIMetrics(telemetry.meter, frozenset({"m"}))
+    metrics = AIMetrics(telemetry, frozenset({"m"}))
     for _ in range(count):
         metrics.attempt(provider, "m", "success", 0.1)
 

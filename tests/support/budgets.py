@@ -77,7 +77,7 @@ class Cluster:
         alone."""
         settings = Settings(**self.settings, redis_url=self.redis_url)
         telemetry = Telemetry()
-        metrics = AIMetrics(telemetry.meter, frozenset())
+        metrics = AIMetrics(telemetry, frozenset())
         shared = SharedState(
             redis_url or self.redis_url,
             prefix=self.prefix,
@@ -138,7 +138,7 @@ def paused(server: RedisServer) -> Iterator[None]:
 
 
 def _metrics() -> AIMetrics:
-    return AIMetrics(Telemetry().meter, frozenset())
+    return AIMetrics(Telemetry(), frozenset())
 
 
 def nano(data: dict[str, str], field_name: str) -> int:

@@ -19,7 +19,7 @@ def _guard(clock: ManualClock, **settings: object) -> tuple[BudgetGuard, Telemet
     telemetry = Telemetry()
     values: dict[str, object] = {"gateway_api_keys": {"alice": "k" * 12, "bob": "j" * 12}}
     values.update(settings)
-    guard = BudgetGuard(Settings(**values), clock, AIMetrics(telemetry.meter, frozenset()))  # type: ignore[arg-type]
+    guard = BudgetGuard(Settings(**values), clock, AIMetrics(telemetry, frozenset()))  # type: ignore[arg-type]
     return guard, telemetry
 
 

@@ -23,7 +23,7 @@ LATE = datetime(2026, 3, 1, 23, 0, tzinfo=UTC)
 def _guard(**settings: object) -> BudgetGuard:
     values: dict[str, object] = {"gateway_api_keys": {"alice": "k" * 12, "bob": "j" * 12}}
     values.update(settings)
-    metrics = AIMetrics(Telemetry().meter, frozenset())
+    metrics = AIMetrics(Telemetry(), frozenset())
     return BudgetGuard(Settings(**values), ManualClock(wall=LATE), metrics)  # type: ignore[arg-type]
 
 
@@ -70,7 +70,7 @@ def test_a_short_wait_never_passes_the_reset() -> None:
     guard = BudgetGuard(
         Settings(daily_budget_usd_openai=1.0),
         ManualClock(wall=datetime(2026, 3, 1, 23, 59, 59, 500_000, tzinfo=UTC)),
-        AIMetrics(Telemetry().meter, frozenset()),
+        AIMetrics(Telemetry(), frozenset()),
     )
     assert isinstance(guard.reserve(OA, "alice", 0.6), Reservation)
     blocked = guard.reserve(OA, "alice", 0.6)

@@ -64,7 +64,7 @@ def _response(content: str = "answer") -> AIResponse:
 def _cache(
     clock: ManualClock, max_entries: int = 10, ttl_s: float = 60, scope: CacheScope = "caller"
 ) -> ResponseCache:
-    metrics = AIMetrics(Telemetry().meter, frozenset())
+    metrics = AIMetrics(Telemetry(), frozenset())
     return ResponseCache(
         MemoryStore(clock, metrics, max_entries=max_entries, ttl_s=ttl_s), metrics, scope=scope
     )

@@ -31,7 +31,7 @@ def _evictions(telemetry: Telemetry) -> dict[str, float]:
 def test_memory_store_expires_on_the_injected_clock_and_counts_why() -> None:
     clock = ManualClock()
     telemetry = Telemetry()
-    store = MemoryStore(clock, AIMetrics(telemetry.meter, frozenset()), max_entries=2, ttl_s=60)
+    store = MemoryStore(clock, AIMetrics(telemetry, frozenset()), max_entries=2, ttl_s=60)
     store.put_now("a", _response("a"))
     clock.advance(59.9)
     assert store.get_now("a") == _response("a")  # reading does not extend its life

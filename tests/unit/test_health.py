@@ -156,7 +156,7 @@ async def test_ledger_status_says_whether_its_writer_runs() -> None:
     url = fresh_database_url()
     settings = Settings(database_url=url, ledger_buffer_max_rows=7)
     engine = make_engine(url)
-    ledger = UsageLedger(engine, settings, ManualClock(), AIMetrics(Telemetry().meter, frozenset()))
+    ledger = UsageLedger(engine, settings, ManualClock(), AIMetrics(Telemetry(), frozenset()))
     try:
         before = ledger.status()
         assert (before.writer_alive, before.buffered_rows, before.max_rows) == (False, 0, 7)

@@ -58,7 +58,7 @@ async def test_a_burst_of_drops_is_logged_once_with_its_count(
     clock = ManualClock(wall=datetime(2026, 3, 1, 12, tzinfo=UTC))
     telemetry = Telemetry()
     settings = Settings(ledger_buffer_max_rows=CAPACITY, ledger_batch_size=CAPACITY)
-    ledger = UsageLedger(engine, settings, clock, AIMetrics(telemetry.meter, frozenset()))
+    ledger = UsageLedger(engine, settings, clock, AIMetrics(telemetry, frozenset()))
     try:
         ledger.record([_row(clock) for _ in range(CAPACITY)])  # full, nothing dropped
         for _ in range(200):  # 200 requests' rows while the database is away

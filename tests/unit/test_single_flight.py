@@ -57,7 +57,7 @@ SHARED: list[BaseException] = [
 
 
 def _cache(scope: str = "shared") -> ResponseCache:
-    metrics = AIMetrics(Telemetry().meter, frozenset())
+    metrics = AIMetrics(Telemetry(), frozenset())
     store = MemoryStore(ManualClock(), metrics, max_entries=10, ttl_s=60)
     return ResponseCache(store, metrics, scope=scope)  # type: ignore[arg-type]
 

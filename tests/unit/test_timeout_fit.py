@@ -70,7 +70,7 @@ async def guard(clock: ManualClock) -> AsyncIterator[GuardedProvider]:
         parts,
         clock=clock,
         rng=random.Random(7),
-        metrics=AIMetrics(Telemetry().meter, frozenset()),
+        metrics=AIMetrics(Telemetry(), frozenset()),
     )
     yield provider
     await provider.adapter.aclose()

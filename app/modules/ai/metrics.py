@@ -8,7 +8,13 @@ from collections.abc import Callable, Iterable
 
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
 
-from app.core.telemetry import LLM_LATENCY_BUCKETS_S, OVERHEAD_BUCKETS_S, TOKEN_BUCKETS
+from app.core.histograms import LocalHistogram
+from app.core.telemetry import (
+    LLM_LATENCY_BUCKETS_S,
+    OVERHEAD_BUCKETS_S,
+    TOKEN_BUCKETS,
+    Telemetry,
+)
 
 GaugeSource = Callable[[], Iterable[tuple[float, dict[str, str]]]]
 
@@ -43,8 +49,9 @@ class Tally:
 
 
 class AIMetrics:
-    def __init__(self, meter: Meter, known_models: frozenset[str]) -> None:
-        self._meter = meter
+    def __init__(self, telemetry: Telemetry, known_models: frozenset[str]) -> None:
+        meter = self._meter = telemetry.meter
+        registry = telemetry.registry
         # A pinned model name comes from the caller: only configured or priced names become
         # label values, anything else is "other".
         self._known_models = known_models
@@ -55,11 +62,14 @@ class AIMetrics:
             unit="{request}",
             description="Upstream calls by provider, model and outcome (success or failure kind)",
         )
-        self.latency = meter.create_histogram(
-            "ai_provider_latency",
-            unit="s",
-            description="Upstream call latency, successful or not",
-            explicit_bucket_boundaries_advisory=list(LLM_LATENCY_BUCKETS_S),
+        # Histograms on the request path are app.core.histograms' (an OpenTelemetry one
+        # costs 5-9 us a record); same series names as the OpenTelemetry exporter's.
+        self.latency = LocalHistogram(
+            "ai_provider_latency_seconds",
+            "Upstream call latency, successful or not",
+            ("model", "provider"),
+            LLM_LATENCY_BUCKETS_S,
+            registry,
         )
         self.tokens = Tally(
             meter,
@@ -94,11 +104,12 @@ class AIMetrics:
             unit="{fallback}",
             description="Requests that moved on from one provider to the next",
         )
-        self.overhead = meter.create_histogram(
-            "ai_gateway_overhead",
-            unit="s",
-            description="Time a request spent in the gateway itself: total minus upstream time",
-            explicit_bucket_boundaries_advisory=list(OVERHEAD_BUCKETS_S),
+        self.overhead = LocalHistogram(
+            "ai_gateway_overhead_seconds",
+            "Time a request spent in the gateway itself: total minus upstream time",
+            (),
+            OVERHEAD_BUCKETS_S,
+            registry,
         )
         self.breaker_transitions = meter.create_counter(
             "ai_provider_circuit_breaker_transitions",
@@ -125,24 +136,38 @@ class AIMetrics:
             unit="{failure}",
             description="Failed ledger batch writes (rows are kept and retried) and dropped rows",
         )
-        self.time_to_first_text = meter.create_histogram(
-            "ai_provider_time_to_first_token",
-            unit="s",
-            description="Streams: from the upstream call to its first text (what a caller waits)",
-            explicit_bucket_boundaries_advisory=list(LLM_LATENCY_BUCKETS_S),
+        self.time_to_first_text = LocalHistogram(
+            "ai_provider_time_to_first_token_seconds",
+            "Streams: from the upstream call to its first text (what a caller waits)",
+            ("model", "provider"),
+            LLM_LATENCY_BUCKETS_S,
+            registry,
         )
-        # OpenTelemetry GenAI semantic conventions.
-        self.operation_duration = meter.create_histogram(
-            "gen_ai.client.operation.duration",
-            unit="s",
-            description="GenAI operation duration",
-            explicit_bucket_boundaries_advisory=list(LLM_LATENCY_BUCKETS_S),
+        # OpenTelemetry GenAI semantic conventions (gen_ai.client.operation.duration, s, and
+        # gen_ai.client.token.usage, {token}), as the Prometheus exporter names them.
+        self.operation_duration = LocalHistogram(
+            "gen_ai_client_operation_duration_seconds",
+            "GenAI operation duration",
+            (
+                "error_type",
+                "gen_ai_operation_name",
+                "gen_ai_provider_name",
+                "gen_ai_request_model",
+            ),
+            LLM_LATENCY_BUCKETS_S,
+            registry,
         )
-        self.token_usage = meter.create_histogram(
-            "gen_ai.client.token.usage",
-            unit="{token}",
-            description="Measures number of input and output tokens used",
-            explicit_bucket_boundaries_advisory=list(TOKEN_BUCKETS),
+        self.token_usage = LocalHistogram(
+            "gen_ai_client_token_usage",
+            "Measures number of input and output tokens used",
+            (
+                "gen_ai_operation_name",
+                "gen_ai_provider_name",
+                "gen_ai_request_model",
+                "gen_ai_token_type",
+            ),
+            TOKEN_BUCKETS,
+            registry,
         )
 
     def gauge(self, name: str, unit: str, description: str, source: GaugeSource) -> None:
@@ -161,20 +186,12 @@ class AIMetrics:
     def attempt(self, provider: str, model: str, outcome: str, latency_s: float) -> None:
         model = self.model_label(model)
         self.requests.add(1, provider, model, outcome)
-        self.latency.record(latency_s, {"provider": provider, "model": model})
-        genai = {
-            "gen_ai.operation.name": "chat",
-            "gen_ai.provider.name": provider,
-            "gen_ai.request.model": model,
-        }
-        if outcome != "success":
-            genai["error.type"] = outcome
-        self.operation_duration.record(latency_s, genai)
+        self.latency.record(latency_s, (model, provider))
+        error = "" if outcome == "success" else outcome
+        self.operation_duration.record(latency_s, (error, "chat", provider, model))
 
     def first_text(self, provider: str, model: str, seconds: float) -> None:
-        self.time_to_first_text.record(
-            seconds, {"provider": provider, "model": self.model_label(model)}
-        )
+        self.time_to_first_text.record(seconds, (self.model_label(model), provider))
 
     def usage(
         self, provider: str, model: str, prompt_tokens: int, completion_tokens: int, cost_usd: float
@@ -183,10 +200,5 @@ class AIMetrics:
         self.tokens.add(prompt_tokens, provider, model, "input")
         self.tokens.add(completion_tokens, provider, model, "output")
         self.cost.add(cost_usd, provider, model)
-        genai = {
-            "gen_ai.operation.name": "chat",
-            "gen_ai.provider.name": provider,
-            "gen_ai.request.model": model,
-        }
-        self.token_usage.record(prompt_tokens, genai | {"gen_ai.token.type": "input"})
-        self.token_usage.record(completion_tokens, genai | {"gen_ai.token.type": "output"})
+        self.token_usage.record(prompt_tokens, ("chat", provider, model, "input"))
+        self.token_usage.record(completion_tokens, ("chat", provider, model, "output"))

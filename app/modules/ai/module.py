@@ -94,7 +94,7 @@ class AIModule(Provider):
         for name in ProviderName:
             section = settings.provider(name)
             known.update(section.models_for("fast") + section.models_for("quality"))
-        return AIMetrics(telemetry.meter, frozenset(known))
+        return AIMetrics(telemetry, frozenset(known))
 
     @provide
     async def guards(

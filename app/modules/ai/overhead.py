@@ -14,7 +14,8 @@ from contextvars import ContextVar
 
 from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Receive, Scope, Send
-from opentelemetry.metrics import Histogram
+
+from app.core.histograms import LocalHistogram
 
 # The paths whose requests call upstreams: the two completion endpoints.
 COMPLETION_PATHS = frozenset({"/v1/ai/completions", "/v1/chat/completions"})
@@ -34,7 +35,7 @@ class OverheadRecorder:
     (the middleware stack is built before the container can be awaited)."""
 
     def __init__(self) -> None:
-        self.histogram: Histogram | None = None
+        self.histogram: LocalHistogram | None = None
 
     def record(self, seconds: float) -> None:
         if self.histogram is not None:
