@@ -255,6 +255,7 @@ class Peak:
     rounds: int
     redis_path: str = "-"  # Redis scripts per request over the rounds, and losses
     redis_per_request: float | None = None
+    redis_lost: int | None = None  # times the gateway lost Redis over the rounds
 
 
 def peak_of(runs: Sequence[Run], target: str) -> Peak | None:
@@ -267,7 +268,7 @@ def peak_of(runs: Sequence[Run], target: str) -> Peak | None:
         known = [v for v in values if v is not None]
         return sum(known) / len(known) if known and len(known) == len(values) else None
 
-    path, per = "-", None
+    path, per, lost = "-", None, None
     scripts = [run.redis_scripts for run in mine if run.redis_scripts is not None]
     ok = sum(run.samples.ok for run in mine)
     if len(scripts) == len(mine) and ok:
@@ -281,6 +282,7 @@ def peak_of(runs: Sequence[Run], target: str) -> Peak | None:
         len(mine),
         path,
         per,
+        lost,
     )
 
 
