@@ -12,11 +12,20 @@ each provider in its own dialect and checked on the way back.
 
 Schemas are checked when the request arrives (`schema_problem`); `$ref`s are resolved only
 inside the schema (the `jsonschema` package never fetches a remote one unless told to).
+
+A caller's regular expressions are never run here: Python's `re` has no time limit and holds
+the interpreter while it backtracks, so a pattern like `^(a+)+$` against a long answer would
+stall the event loop, and every caller with it. `pattern` is passed to the provider and left
+unchecked by the gateway (the client's own parse still checks it);
+`patternProperties` is refused when the request arrives, since even `additionalProperties`
+runs those expressions on every key of the answer.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from functools import cache
 from typing import Any
 
 from jsonschema import exceptions, validators
@@ -56,6 +65,11 @@ def schema_problem(schema: Any) -> str | None:
     """Why `schema` is not a JSON Schema we can check answers against, or None."""
     if not isinstance(schema, dict):
         return "json_schema.schema must be an object"
+    if _has_key(schema, "patternProperties"):
+        return (
+            "json_schema.schema uses patternProperties, which the gateway does not run "
+            "(a regular expression could stall it); name the properties instead"
+        )
     try:
         validators.validator_for(schema).check_schema(schema)
     except exceptions.SchemaError as exc:
@@ -75,14 +89,35 @@ def check_answer(response_schema: ResponseSchema, content: str) -> None:
         raise ProviderError(
             FailureKind.BAD_RESPONSE, "the answer is not JSON (a response schema was asked)"
         ) from None
-    validator = validators.validator_for(response_schema.schema)(response_schema.schema)
-    error = next(iter(validator.iter_errors(value)), None)
+    validator = _unpatterned(validators.validator_for(response_schema.schema))
+    error = next(iter(validator(response_schema.schema).iter_errors(value)), None)
     if error is not None:
         where = "/".join(str(part) for part in error.absolute_path) or "the root"
         raise ProviderError(
             FailureKind.BAD_RESPONSE,
             f"the answer does not fit the response schema at {where} ({error.validator})",
         )
+
+
+@cache
+def _unpatterned(cls: Any) -> Any:
+    """`cls` (a jsonschema validator class) with `pattern` left unchecked (module docstring)."""
+    return validators.extend(cls, {"pattern": _unchecked})  # type: ignore[no-untyped-call]
+
+
+def _unchecked(*_: Any) -> Iterator[Any]:
+    return iter(())
+
+
+def _has_key(node: Any, key: str, level: int = 0) -> bool:
+    """Whether `key` is a keyword anywhere in the schema (bounded like `_depth`)."""
+    if level > MAX_SCHEMA_DEPTH:
+        return False
+    if isinstance(node, dict):
+        return key in node or any(_has_key(v, key, level + 1) for v in node.values())
+    if isinstance(node, list):
+        return any(_has_key(v, key, level + 1) for v in node)
+    return False
 
 
 def openai_response_format(response_schema: ResponseSchema) -> dict[str, Any]:
