@@ -83,8 +83,14 @@ def start_sandbox() -> Sandbox:
     return Sandbox(process, base_url)
 
 
+# One folder for every test ledger of this process, removed when the process exits: a ledger
+# per test (thousands a run) must not pile up in the machine's /tmp.
+_LEDGERS = tempfile.TemporaryDirectory(prefix="gateway-test-ledgers-")
+
+
 def fresh_database_url() -> str:
-    return f"sqlite+aiosqlite:///{tempfile.mkdtemp(prefix='ledger-')}/gateway.db"
+    folder = tempfile.mkdtemp(prefix="ledger-", dir=_LEDGERS.name)
+    return f"sqlite+aiosqlite:///{folder}/gateway.db"
 
 
 def sandbox_settings(sandbox_url: str, **overrides: Any) -> Settings:
