@@ -37,6 +37,7 @@ COLUMNS = [
     "commit",
     "year_of_layout",
     "split",
+    "batch",
     "notes",
 ]
 # Kept for an independent evaluation (issue 15): no page may be taken from them...
@@ -135,10 +136,15 @@ def test_every_page_file_exists_and_is_html() -> None:
 
 
 def test_every_page_has_its_provenance() -> None:
+    """A repository's file at a commit, or a file inside a published package's archive."""
     for row in rows():
-        assert re.fullmatch(r"[\w.-]+/[\w.-]+", row["source_repo"]), row["id"]
+        package = re.fullmatch(
+            r"(pypi:[\w.-]+==[\w.+-]+|npm:@?[\w./-]+@[\w.+-]+)", row["source_repo"]
+        )
+        if package is None:
+            assert re.fullmatch(r"[\w.-]+/[\w.-]+", row["source_repo"]), row["id"]
+            assert re.fullmatch(r"[0-9a-f]{40}", row["commit"]), row["id"]
         assert row["source_path"].strip(), row["id"]
-        assert re.fullmatch(r"[0-9a-f]{40}", row["commit"]), row["id"]
         assert row["site"].strip(), row["id"]
         assert 1995 <= int(row["year_of_layout"]) <= 2030, row["id"]
 
@@ -161,6 +167,7 @@ def test_at_least_half_the_layouts_are_from_2019_or_later() -> None:
 def test_the_split_column_follows_the_hash_rule() -> None:
     pages = load_pages(DEV)
     assert {page.split for page in pages} == {"tune", "holdout"}
+    assert all(re.fullmatch(r"[1-9][0-9]*", page.batch) for page in pages)
     recorded = held_out_ids(pages)
     assert recorded == hash_split(pages)
     assert 0.30 <= len(recorded) / len(pages) <= 0.40
@@ -171,6 +178,21 @@ def test_the_split_column_follows_the_hash_rule() -> None:
 
 
 ids = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789-", min_size=1, max_size=12)
+
+
+@given(
+    st.dictionaries(ids, st.sampled_from(LABELS), min_size=1, max_size=30),
+    st.dictionaries(ids, st.sampled_from(LABELS), min_size=1, max_size=30),
+)
+def test_a_new_batch_never_moves_an_earlier_page_between_parts(
+    first: dict[str, str], later: dict[str, str]
+) -> None:
+    """Pages somebody tuned on must not become held-out pages when pages are added."""
+    old = [Page(i, label, "", Path(f"{i}.html")) for i, label in first.items()]
+    new = [Page(f"n{i}", label, "", Path(f"n{i}.html"), batch="2") for i, label in later.items()]
+    before = hash_split(old)
+    after = hash_split(old + new)
+    assert {page.id for page in old} & after == before
 
 
 @given(st.dictionaries(ids, st.sampled_from(LABELS), min_size=1, max_size=40), st.randoms())
