@@ -42,8 +42,12 @@ _COOKIE_WALL_MAX_PROSE = 500
 _LOGIN_MAX_PROSE = 1_500
 _NEWS_PROSE = 1_500
 # A preview shows the first paragraphs and the references with an access offer in the text
-# itself; a page this strong is a full text whatever its sidebar-turned-inline box says.
+# itself; a page this strong, or with this much text under its body sections, is a full text
+# whatever its sidebar-turned-inline box says (free articles keep the purchase box in markup).
 _PREVIEW_MAX_POINTS = 8
+_PREVIEW_MAX_BODY = 12_000
+# Search results, citing works and tables of contents: this many per-item links or PDF links.
+_RESULT_LIST_ITEMS = 8
 # A bibliography of this many entries under long prose is a humanities article's works cited,
 # not an essay's handful of notes.
 _WORKS_CITED = 15
@@ -109,8 +113,21 @@ def _step(value: int, steps: tuple[tuple[int, int], ...]) -> int:
 def decide(f: Features) -> Verdict:
     """The verdict for one page or document."""
     points, evidence = full_text_points(f)
+    if _is_result_list(f):
+        # The snippets of twenty results add up to the prose, citations and "Introduction" of
+        # a paper; the page is still a list.
+        reasons = [
+            f"a list of results ({f.item_links} per-item links, {len(f.pdf_links)} PDF links) "
+            "with no metadata or reference list of its own"
+        ]
+        confidence = 0.9 if points < FULL_POINTS - 1 else 0.8
+        return Verdict(ContentType.NOT_ARTICLE, confidence, reasons, points)
     unlike_a_paper = _unlike_a_paper(f)
-    preview = f.inline_walls.paywall > 0 and points <= _PREVIEW_MAX_POINTS
+    preview = (
+        f.inline_walls.paywall > 0
+        and points <= _PREVIEW_MAX_POINTS
+        and f.body_section_chars < _PREVIEW_MAX_BODY
+    )
     if points >= FULL_POINTS and not unlike_a_paper and not preview:
         return _full_text(f, points, evidence)
     if points >= FULL_POINTS and unlike_a_paper and _works_cited(f):
@@ -136,6 +153,11 @@ def decide(f: Features) -> Verdict:
                 "but a long referenced text (" + "; ".join(evidence) + "), perhaps a paper "
                 "without metadata or an encyclopedia entry"
             )
+        elif points >= FULL_POINTS - 2 and f.reference_count >= _MIN_REFERENCES:
+            # A short commentary whose site declares nothing we read: prose and a reference
+            # list under the bar. Not sure enough to skip the AI.
+            verdict.confidence = min(verdict.confidence, 0.75)
+            verdict.reasons.append(f"but a referenced text near the bar ({'; '.join(evidence)})")
         return verdict
     # However clear the page's kind, the closer it came to the full-text bar the less sure the
     # "not full text" half of the verdict is.
@@ -224,7 +246,9 @@ def _challenge(f: Features) -> Verdict | None:
     """
     if f.prose_chars >= _CHALLENGE_MAX_PROSE:
         return None
-    weak = 0 if f.about_a_paper else f.walls.challenge + min(f.captcha_widgets, 1)
+    # A captcha widget alone is a comment or newsletter form on a page with a story around it.
+    captcha = min(f.captcha_widgets, 1) if f.prose_chars < _LOGIN_MAX_PROSE else 0
+    weak = 0 if f.about_a_paper else f.walls.challenge + captcha
     cookie_wall = f.walls.cookie > 0 and f.prose_chars < _COOKIE_WALL_MAX_PROSE
     if not (f.challenge_elements or weak or cookie_wall):
         return None
@@ -235,6 +259,18 @@ def _challenge(f: Features) -> Verdict | None:
         f"{f.walls.cookie} cookie-wall phrases) and little text"
     ]
     return Verdict(ContentType.LOGIN, 0.95 if strong else 0.7, reasons)
+
+
+def _is_result_list(f: Features) -> bool:
+    """Many items, each with its own link or PDF, and nothing that makes the page one paper."""
+    many_items = f.item_links >= _RESULT_LIST_ITEMS or len(f.pdf_links) >= _RESULT_LIST_ITEMS
+    return (
+        many_items
+        and f.scholarly_meta < 2
+        and not f.scholarly_ld
+        and not f.doi_declared
+        and f.reference_count < _MIN_REFERENCES
+    )
 
 
 def _is_listing(f: Features) -> bool:

@@ -124,6 +124,10 @@ _CHALLENGE_SELECTOR = ", ".join(
         "#challenge-form",
         "#challenge-running",
         "#cf-challenge-running",
+        # Cloudflare's interstitial since 2023 ("Just a moment..."): its text is in <noscript>.
+        "#challenge-error-text",
+        "#challenge-stage",
+        "#challenge-body-text",
         ".cf-browser-verification",
         "#cf-content",
         "#px-captcha",

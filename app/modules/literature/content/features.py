@@ -68,7 +68,8 @@ _WEAK_META = (
     "bepress_citation_author",
 )
 _ABSTRACT_META = ("citation_abstract", "dc.description", "dcterms.abstract")
-_DOI_META = ("citation_doi", "dc.identifier", "prism.doi", "dc.identifier.doi")
+# publication_doi: Atypon's sites (science.org) declare the DOI there and in no citation_ tag.
+_DOI_META = ("citation_doi", "dc.identifier", "prism.doi", "dc.identifier.doi", "publication_doi")
 # Where publishers declare what kind of item a page is (Highwire, Dublin Core, PRISM).
 _TYPE_META = ("citation_article_type", "dc.type", "prism.section", "prism.genre")
 # Declared kinds that are journalism or opinion, not papers, even on a journal's own site.

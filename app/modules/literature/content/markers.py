@@ -64,6 +64,7 @@ _CHALLENGE = _compile(
     r"why do i have to complete a captcha",
     r"captcha\b",
     r"access denied",
+    r"403 forbidden",
     r"access to this page has been denied",
     r"request unsuccessful",
     r"your browser will redirect to your requested content",
@@ -83,7 +84,9 @@ _COOKIE = _compile(
 
 # Purchase and subscription offers for the article itself.
 _PAYWALL = _compile(
-    r"buy (?:this )?(?:article|chapter|issue|pdf|now)",
+    # "Buy this article in print" sells a printed copy of an open article: no wall.
+    r"buy (?:this )?(?:article|chapter|issue|pdf|now)(?! in print)",
+    r"buy \(pdf\)",
     r"buy article",
     r"purchase (?:this |the )?(?:article|chapter|access|pdf|content|options)",
     r"purchase (?:short[- ]term|24[- ]hour|instant) access",
@@ -95,6 +98,7 @@ _PAYWALL = _compile(
     r"access through your institution",
     r"access via your institution",
     r"check access",
+    r"(?:log|sign) ?in to check (?:your )?access",
     r"check for access",
     r"institutional access",
     r"subscribe (?:now )?to (?:read|view|access|continue|the journal)",
@@ -121,6 +125,9 @@ _LOGIN = _compile(
     r"forgot (?:your )?password",
     r"username and password",
     r"email and password",
+    # Email-first account pages (Springer Nature, Elsevier): no password field until later.
+    r"(?:log|sign) ?in,? or register",
+    r"register a new account",
 )
 
 # News, blog and forum shapes: what a scholarly article page does not carry.
