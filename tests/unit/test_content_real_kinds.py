@@ -89,3 +89,12 @@ def test_a_captcha_in_a_news_page_is_not_a_challenge() -> None:
     """Barron's: a story with a newsletter captcha below it."""
     result = assess("ae-barrons-com-f8ff62")
     assert result.content_type is ContentType.NOT_ARTICLE
+
+
+def test_more_paragraphs_than_an_abstract_is_never_a_certain_abstract_page() -> None:
+    """AMS 2026 corrigendum: its whole text is eight paragraphs and seven references, under the
+    full-text bar; an abstract page it is not, surely."""
+    result = assess("b3-ams-jcli-d-25-0547-1-corrigendum")
+    assert not result.is_full_text
+    assert not result.certain
+    assert "more than an abstract" in result.reasoning

@@ -46,6 +46,9 @@ _NEWS_PROSE = 1_500
 # whatever its sidebar-turned-inline box says (free articles keep the purchase box in markup).
 _PREVIEW_MAX_POINTS = 8
 _PREVIEW_MAX_BODY = 12_000
+# An abstract is one to four paragraphs; a page about a paper with this many long ones holds more
+# than its abstract (a letter, a correction, a commentary: short items in full).
+_ABSTRACT_MAX_BLOCKS = 5
 # Search results, citing works and tables of contents: this many per-item links or PDF links.
 _RESULT_LIST_ITEMS = 8
 # A bibliography of this many entries under long prose is a humanities article's works cited,
@@ -289,6 +292,12 @@ def _about_a_paper(f: Features) -> Verdict:
         reasons = [f"about a paper, with an abstract but only {f.prose_chars} characters of prose"]
         if f.reference_count:
             reasons.append(f"and a list of {f.reference_count} references")
+        if f.long_blocks >= _ABSTRACT_MAX_BLOCKS:
+            confidence = min(confidence, 0.7)
+            reasons.append(
+                f"but {f.long_blocks} long paragraphs, more than an abstract: perhaps a short "
+                "item's whole text"
+            )
         return Verdict(ContentType.ABSTRACT_ONLY, confidence, reasons)
     login = _login(f)
     if login is not None:
