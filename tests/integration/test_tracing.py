@@ -66,6 +66,32 @@ async def test_a_fallback_is_two_sibling_client_spans_under_the_callers_trace(
     assert events.count("gateway.budget") >= 2  # one reservation per provider tried
 
 
+async def test_a_streamed_answer_has_its_usage_on_its_client_span(settings: Settings) -> None:
+    """A stream's token counts are known only at its end: its span ends there and carries them."""
+    with otlp_receiver() as receiver:
+        async with (
+            gateway_client(create_app(_traced(settings, receiver.endpoint))) as client,
+            client.stream(
+                "POST",
+                "/v1/chat/completions",
+                json={"model": "fast", "stream": True, **ASK},
+                headers={"traceparent": TRACEPARENT},
+            ) as response,
+        ):
+            assert response.status_code == 200
+            text = "".join([chunk async for chunk in response.aiter_text()])
+        assert "[DONE]" in text
+        spans = receiver.wait_for(lambda s: any(x.is_server for x in s))
+    clients = [s for s in spans if s.trace_id == TRACE_ID and s.is_client]
+    assert len(clients) == 1
+    (streamed,) = clients
+    assert not streamed.error
+    assert streamed.attributes["gen_ai.usage.input_tokens"] > 0
+    assert streamed.attributes["gen_ai.usage.output_tokens"] > 0
+    assert streamed.attributes["gen_ai.response.finish_reasons"] == ("stop",)
+    assert "gateway.usage_estimated" not in streamed.attributes  # the upstream sent its counts
+
+
 async def test_a_request_without_traceparent_starts_its_own_trace(settings: Settings) -> None:
     with otlp_receiver() as receiver:
         async with gateway_client(create_app(_traced(settings, receiver.endpoint))) as client:

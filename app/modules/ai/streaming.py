@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from app.core.clock import Clock
 from app.core.settings import ProviderName
+from app.core.tracing import end_span
 from app.modules.ai.errors import FailureKind, ProviderError
 from app.modules.ai.providers.streaming import ProviderStream
 from app.modules.ai.providers.tokens import CHARS_PER_TOKEN
@@ -123,13 +124,35 @@ class AIStream:
         self._book(None, cancelled=True)
 
     def _book(self, error: ProviderError | None, *, cancelled: bool) -> None:
-        self.booked_usage = self._on_end(
-            StreamResult(
-                elapsed_s=self._clock.monotonic() - self._started,
-                chars=self._chars,
-                usage=self._stream.usage,
-                finish_reason=self._stream.finish_reason,
-                error=error,
-                cancelled=cancelled,
+        try:
+            self.booked_usage = self._on_end(
+                StreamResult(
+                    elapsed_s=self._clock.monotonic() - self._started,
+                    chars=self._chars,
+                    usage=self._stream.usage,
+                    finish_reason=self._stream.finish_reason,
+                    error=error,
+                    cancelled=cancelled,
+                )
             )
-        )
+        finally:
+            self._end_span(error, cancelled=cancelled)
+
+    def _end_span(self, error: ProviderError | None, *, cancelled: bool) -> None:
+        """End the attempt's GenAI span with what the whole stream used (the upstream's counts,
+        or the estimate booked when it sent none, then flagged)."""
+        span, self._stream.span = self._stream.span, None
+        if span is None:  # tracing is off
+            return
+        prompt, completion = self.booked_usage
+        attributes: dict[str, object] = {
+            "gen_ai.response.model": self._stream.model,
+            "gen_ai.usage.input_tokens": prompt,
+            "gen_ai.usage.output_tokens": completion,
+        }
+        if self._stream.usage is None:
+            attributes["gateway.usage_estimated"] = True
+        if self._stream.finish_reason is not None:
+            attributes["gen_ai.response.finish_reasons"] = (self._stream.finish_reason,)
+        error_type = error.kind.value if error else (STREAM_CANCELLED if cancelled else None)
+        end_span(span, error_type=error_type, attributes=attributes)

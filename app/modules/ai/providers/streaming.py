@@ -14,6 +14,7 @@ from typing import Any
 
 import aiohttp
 import httpx
+from opentelemetry.trace import Span
 
 from app.core.http import DEFAULT_BODY_CAP_BYTES, UpstreamClient
 from app.modules.ai.errors import FailureKind, ProviderError
@@ -53,6 +54,9 @@ class ProviderStream:
         self.model = model
         self.finish_reason: str | None = None
         self.usage: tuple[int, int] | None = None
+        # The attempt's GenAI span, left open by the guard: a stream's token counts are known
+        # only at its end, which is where its owner (AIStream) ends the span.
+        self.span: Span | None = None
 
     async def open(self) -> None:
         """Read until the first text; a stream that ends before it is a bad response."""

@@ -361,7 +361,10 @@ class GuardedProvider:
             raise
         else:
             elapsed = self._clock.monotonic() - started
-            end_span(span, attributes=_reply_attributes(result))
+            if isinstance(result, ProviderStream):
+                result.span = span  # ended with the stream, when its usage is known
+            else:
+                end_span(span, attributes=_reply_attributes(result))
             return result, ticket, elapsed, max(0.0, elapsed - bounds.queued_s)
         end_span(span, error_type=error.kind.value)
         elapsed = self._clock.monotonic() - started
