@@ -8,7 +8,6 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
-import httpx
 import pytest
 import pytest_asyncio
 from litestar.testing import AsyncTestClient
@@ -18,7 +17,7 @@ from app.main import create_app
 from infra.sandbox.literature import AI_FULL_TEXT_VERDICT, AI_NOT_FULL_TEXT_VERDICT
 from infra.sandbox.literature import hosts as h
 from infra.sandbox.literature.client import LiteratureSandbox
-from tests.support.client import gateway_client
+from tests.support.client import gateway_client, verify
 from tests.support.sandbox import Sandbox, sandbox_settings
 
 Client = AsyncTestClient[Any]
@@ -189,52 +188,37 @@ async def test_injected_instructions_never_reach_the_model(
 # --- POST /v1/fulltext/verify -------------------------------------------------------------
 
 
-async def _verify(client: Client, **body: Any) -> dict[str, Any]:
-    response = await client.post("/v1/fulltext/verify", json=body)
-    assert response.status_code == 200, response.text
-    verdict: dict[str, Any] = response.json()
-    return verdict
-
-
-async def _page(sandbox: Sandbox, host: str, path: str) -> str:
-    """A page as the sandbox serves it (the test fetches it, like a scraper would)."""
-    port = sandbox.base_url.rsplit(":", 1)[1]
-    async with httpx.AsyncClient(trust_env=False) as http:
-        response = await http.get(
-            f"http://127.0.0.1:{port}{path}", headers={"Host": f"{host}:{port}"}
-        )
-        return response.text
-
-
-async def test_verify_decides_clear_pages_without_the_ai(client: Client, sandbox: Sandbox) -> None:
-    page = await _page(sandbox, h.PLOS, "/plosone/article?id=10.1371/journal.pone.0200020")
-    verdict = await _verify(client, content=page, paper={"doi": "10.1371/journal.pone.0200020"})
+async def test_verify_decides_clear_pages_without_the_ai(
+    client: Client, sandbox: Sandbox, lit: LiteratureSandbox
+) -> None:
+    page = lit.page(h.PLOS, "/plosone/article?id=10.1371/journal.pone.0200020")
+    verdict = await verify(client, content=page, paper={"doi": "10.1371/journal.pone.0200020"})
     assert verdict["is_full_text"] is True
     assert (verdict["decided_by"], verdict["recommendation"]) == ("heuristic", "accept")
     assert {"introduction", "references"} <= set(verdict["sections"])
-    login = await _page(sandbox, h.WILEY, "/action/showLogin")
-    verdict = await _verify(client, content=login)
+    login = lit.page(h.WILEY, "/action/showLogin")
+    verdict = await verify(client, content=login)
     assert (verdict["is_full_text"], verdict["content_type"]) == (False, "login")
     assert sum(sandbox.completions(p) for p in PROVIDERS) == 0
 
 
 async def test_verify_asks_the_ai_only_when_the_heuristics_are_unsure(
-    client: Client, sandbox: Sandbox
+    client: Client, sandbox: Sandbox, lit: LiteratureSandbox
 ) -> None:
-    page = await _page(sandbox, h.SOCIETY, "/articles/sj034")
+    page = lit.page(h.SOCIETY, "/articles/sj034")
     sandbox.chaos("groq", content=AI_FULL_TEXT_VERDICT)
-    verdict = await _verify(client, content=page)
+    verdict = await verify(client, content=page)
     assert (verdict["is_full_text"], verdict["decided_by"], verdict["confidence"]) == (
         True,
         "ai",
         0.92,
     )
-    heuristic = await _verify(client, content=page, skip_ai=True)
+    heuristic = await verify(client, content=page, skip_ai=True)
     assert heuristic["decided_by"] == "heuristic"
     assert sandbox.completions("groq") == 1
     sandbox.chaos("groq", content="not json at all")
     # (another paragraph: a prompt the AI cache has not seen)
-    failed = await _verify(client, content=page.replace("</main>", "<p>Erratum.</p></main>"))
+    failed = await verify(client, content=page.replace("</main>", "<p>Erratum.</p></main>"))
     assert failed["decided_by"] == "heuristic"
     # The heuristics' own verdict and confidence, marked as nobody's settled answer.
     assert failed["confidence"] == heuristic["confidence"] < 0.85
@@ -248,7 +232,7 @@ async def test_verify_asks_the_ai_only_when_the_heuristics_are_unsure(
 
 async def test_verify_plain_text_and_its_limits(client: Client, lit: LiteratureSandbox) -> None:
     text = lit.entry("db-stored")["paper"]["full_text"]
-    verdict = await _verify(client, content=text, content_type="text", skip_ai=True)
+    verdict = await verify(client, content=text, content_type="text", skip_ai=True)
     assert verdict["is_full_text"] is True
     bad = await client.post("/v1/fulltext/verify", json={"content": "x", "content_type": "xml"})
     assert bad.status_code == 400

@@ -16,7 +16,7 @@ from app.core.settings import LiteratureSettings
 from app.main import create_app
 from infra.sandbox.literature import AI_FULL_TEXT_VERDICT
 from infra.sandbox.literature.client import LiteratureSandbox
-from tests.support.client import gateway_client
+from tests.support.client import gateway_client, verify
 from tests.support.sandbox import Sandbox, sandbox_settings
 
 Client = AsyncTestClient[Any]
@@ -35,17 +35,10 @@ def _b64(name: str) -> str:
     return base64.b64encode((PDFS / name).read_bytes()).decode("ascii")
 
 
-async def _verify(client: Client, **body: Any) -> dict[str, Any]:
-    response = await client.post("/v1/fulltext/verify", json={"content_type": "pdf", **body})
-    assert response.status_code == 200, response.text
-    verdict: dict[str, Any] = response.json()
-    return verdict
-
-
 async def test_a_real_article_pdf_is_accepted_without_the_ai(
     client: Client, sandbox: Sandbox
 ) -> None:
-    verdict = await _verify(client, content=_b64("article.pdf"))
+    verdict = await verify(client, content_type="pdf", content=_b64("article.pdf"))
     assert (verdict["is_full_text"], verdict["content_type"]) == (True, "full_article")
     assert (verdict["recommendation"], verdict["certain"], verdict["needs_review"]) == (
         "accept",
@@ -58,7 +51,9 @@ async def test_a_real_article_pdf_is_accepted_without_the_ai(
 
 
 async def test_a_one_page_abstract_pdf_is_not_full_text(client: Client) -> None:
-    verdict = await _verify(client, content=_b64("one_page_abstract.pdf"), skip_ai=True)
+    verdict = await verify(
+        client, content_type="pdf", content=_b64("one_page_abstract.pdf"), skip_ai=True
+    )
     assert verdict["is_full_text"] is False
     assert verdict["recommendation"] != "accept"
     assert "1 PDF page" in verdict["reasoning"]
@@ -69,7 +64,9 @@ async def test_a_scanned_pdf_without_a_text_layer_is_review_not_accept(
 ) -> None:
     sandbox.chaos("groq", content=AI_FULL_TEXT_VERDICT)
     for skip_ai in (True, False):
-        verdict = await _verify(client, content=_b64("scanned.pdf"), skip_ai=skip_ai)
+        verdict = await verify(
+            client, content_type="pdf", content=_b64("scanned.pdf"), skip_ai=skip_ai
+        )
         assert (verdict["is_full_text"], verdict["content_type"]) == (False, "unknown")
         assert (verdict["recommendation"], verdict["certain"], verdict["needs_review"]) == (
             "review",
@@ -84,7 +81,7 @@ async def test_a_scanned_pdf_without_a_text_layer_is_review_not_accept(
 async def test_wrapped_base64_is_read(client: Client) -> None:
     encoded = _b64("article.pdf")
     wrapped = "\n".join(encoded[i : i + 76] for i in range(0, len(encoded), 76))
-    verdict = await _verify(client, content=wrapped)
+    verdict = await verify(client, content_type="pdf", content=wrapped)
     assert verdict["is_full_text"] is True
 
 

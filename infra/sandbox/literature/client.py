@@ -64,6 +64,13 @@ class LiteratureSandbox:
                 return dict(entry)
         raise KeyError(entry_id)
 
+    def page(self, host: str, path: str) -> str:
+        """A page as the sandbox serves it to `host`: what a scraper would have fetched."""
+        port = self.base_url.rsplit(":", 1)[1]
+        response = self._http.get(path, headers={"Host": f"{host}:{port}"})
+        response.raise_for_status()
+        return response.text
+
     def fault(self, host: str, **config: Any) -> None:
         with self._client() as client:
             client.put(f"/_literature/faults/{host}", json=config).raise_for_status()
