@@ -277,6 +277,8 @@ def _is_result_list(f: Features) -> bool:
 
 
 def _is_listing(f: Features) -> bool:
+    """The milder list test, for a page already below the full-text bar: a few per-item links
+    are enough when there is no abstract either (`_is_result_list` vetoes the points)."""
     return f.item_links >= 4 and f.scholarly_meta < 2 and f.abstract_chars < 150
 
 
