@@ -577,6 +577,11 @@ class RedisBudgets:
                 left = [r for r in self._open.values() if not r.in_redis]
                 was = self._outage
                 self._outage = None
+                # A reserve counts only as the Redis of now holds it: the one known before
+                # may be on a Redis that lost its state since, and part of it was spent in
+                # the outage. Until STANDBY sizes it again, a new outage has none.
+                self._reserves = {}
+                self._reserves_until = -math.inf
                 self._synced = True
                 self._wake.set()
         finally:
