@@ -24,7 +24,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any
 
 import redis.asyncio as redis
@@ -161,15 +161,27 @@ class SharedState:
     def _down(self, exc: BaseException) -> None:
         if self.up:
             log.warning("shared state (Redis) unreachable: %s", type(exc).__name__)
+            self._spawn(self._drop_idle())
         self.up = False
+
+    async def _drop_idle(self) -> None:
+        """Close the pool's idle connections. After a restart, each one still open to the
+        Redis that died would fail its next command ("closed by server": redis-py's check
+        on checkout does not see it), and with no retry every such failure is one more
+        outage for the guards. New connections are made on demand."""
+        with contextlib.suppress(RedisError, OSError):
+            await self._client.connection_pool.disconnect(inuse_connections=False)
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def _back(self) -> None:
         self.up = True
         log.info("shared state (Redis) reachable replicas_seen=%d", self.live_replicas)
         for callback in self._on_up:
-            task = asyncio.get_running_loop().create_task(self._guarded(callback))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._spawn(self._guarded(callback))
 
     @staticmethod
     async def _guarded(callback: OnUp) -> None:

@@ -37,6 +37,31 @@ async def test_a_script_runs_by_sha_and_survives_a_restart_empty(server: RedisSe
         await state.aclose()
 
 
+async def test_after_a_restart_the_pool_holds_no_connection_to_the_redis_that_died(
+    server: RedisServer,
+) -> None:
+    """Eight connections in the pool when Redis dies; the first failure says it is down.
+    Once it is back, a burst of eight calls all succeed: none goes out on a socket the old
+    server closed (each such failure would be one more outage for the budgets)."""
+    state = SharedState(server.url, prefix="t:", timeout_s=0.5)
+    incr = state.script(INCR)
+    try:
+        await asyncio.gather(*(state.run(incr, [state.key("n")], [1]) for _ in range(8)))
+        server.stop()
+        with pytest.raises(SharedStateDown):
+            await state.run(incr, [state.key("n")], [1])
+        server.start()
+        assert await state.run(incr, [state.key("n")], [1]) == 1
+        results = await asyncio.gather(
+            *(state.run(incr, [state.key("n")], [1]) for _ in range(8)), return_exceptions=True
+        )
+        assert [r for r in results if isinstance(r, BaseException)] == []
+        assert sorted(int(r) for r in results) == list(range(2, 10))
+        assert state.up
+    finally:
+        await state.aclose()
+
+
 async def test_a_stalled_redis_fails_fast_and_comes_back(server: RedisServer) -> None:
     state = SharedState(server.url, prefix="t:", timeout_s=0.05)
     incr = state.script(INCR)
