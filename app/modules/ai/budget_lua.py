@@ -53,11 +53,14 @@ end
 """
 
 # ARGV: now, id, amount, expiry (ms), n, then n x (period 1|2, budget, limit), replica.
-# Returns {status, line index, day seed, month seed, spent, held and this replica's outage
-# reserve of each line...} with status ok (held against every line), spent (a line is truly
-# spent: the first monthly one, else the first daily one), held (only calls in flight and
-# other replicas' reserves are in the way), unseeded. A call that fits only with this
-# replica's own reserve takes what it needs from it.
+# Returns {status, line index, day seed, month seed, spent, held and what the call took from
+# this replica's outage reserve, for each line...} with status ok (held against every line),
+# spent (a line is truly spent: the first monthly one, else the first daily one), held (only
+# calls in flight and other replicas' reserves are in the way), unseeded. A call that fits
+# only with this replica's own reserve takes what it needs from it. What it took, not what is
+# left: answers on several connections come back in any order, amounts taken add up in any.
+# A reservation Redis holds already (HOLD put it there after the answer was lost and the
+# script ran late) is not held twice.
 RESERVE = (
     _SWEEP
     + """
@@ -78,14 +81,15 @@ for period = 1, 2 do
   if need[period] and seeds[period] == '' then return {'unseeded', period, '', ''} end
 end
 local own_prefix = 'b:' .. ARGV[6 + 3 * n] .. ':'
-local view, spent_at, held_at = {}, 0, 0
+local view, owns, spent_at, held_at = {}, {}, 0, 0
 for i, line in ipairs(lines) do
   local key = KEYS[line[1]]
   local v = redis.call('HMGET', key, 's:' .. line[2], 'r:' .. line[2], own_prefix .. line[2])
   local s, r, own = tonumber(v[1] or '0'), tonumber(v[2] or '0'), tonumber(v[3] or '0')
   view[#view + 1] = s
   view[#view + 1] = r
-  view[#view + 1] = own
+  view[#view + 1] = 0
+  owns[i] = own
   if s + amount > line[3] then
     if spent_at == 0 or (line[1] == 2 and lines[spent_at][1] == 1) then spent_at = i end
   elseif held_at == 0 and s + r - own + amount > line[3] then
@@ -97,18 +101,18 @@ if spent_at > 0 then
   status, at = 'spent', spent_at
 elseif held_at > 0 then
   status, at = 'held', held_at
-else
+elseif redis.call('HEXISTS', KEYS[3], ARGV[2]) == 0 then
   local record = {}
   for i, line in ipairs(lines) do
     local key = KEYS[line[1]]
     local r = redis.call('HINCRBY', key, 'r:' .. line[2], ARGV[3])
     local over = view[3 * i - 2] + r - line[3]
     if over > 0 then  -- fits only with this replica's reserve: take that much of it
-      local own = view[3 * i]
-      if over > own then over = own end
+      if over > owns[i] then over = owns[i] end
       local minus = string.format('%d', -over)
-      view[3 * i] = redis.call('HINCRBY', key, own_prefix .. line[2], minus)
+      redis.call('HINCRBY', key, own_prefix .. line[2], minus)
       r = redis.call('HINCRBY', key, 'r:' .. line[2], minus)
+      view[3 * i] = over
     end
     view[3 * i - 1] = r
     record[i] = {line[1], line[2]}
@@ -135,11 +139,15 @@ return {redis.call('HGETALL', KEYS[1]), redis.call('HGETALL', KEYS[2])}
 # KEYS: 1 day hash, 2 month hash, 3 reservations, 4 leases. ARGV: now, replica, expiry (ms),
 # share (a decimal string: the part of what is left the replicas keep in reserve), live
 # replicas, the smallest useful reserve (one call's worst case), n, then n x (period 1|2,
-# budget, limit). Sets this replica's outage reserve on each budget to share x (limit -
-# spent - what others hold) / replicas, never more than is free (a reserve only grows into
+# budget, limit, floor). Sizes this replica's outage reserve on each budget: share x (limit
+# - spent - what others hold) / replicas, never more than is free (a reserve only grows into
 # money nobody holds), and none when that would not pay for one call (it would only be in
-# the others' way); renews its lease. A period not seeded yet gets no reserve. Returns, per
-# line, {spent, held, reserve}.
+# the others' way); renews its lease. A period not seeded yet gets no reserve. It never
+# shrinks below `floor`, what the replica counts on when it sends the script: should the
+# answer come late or never, with an outage begun meanwhile, the replica may spend that much
+# and no other replica can have it. The replica counts on the new size once it has the
+# answer, and the next call shrinks the reserve to it. Returns, per line, {spent, held,
+# reserve kept, new size}.
 STANDBY = (
     _SWEEP
     + """
@@ -150,28 +158,31 @@ local smallest = tonumber(ARGV[6])
 local prefix = 'b:' .. replica .. ':'
 local out, record = {}, {}
 for i = 1, tonumber(ARGV[7]) do
-  local b = 7 + (i - 1) * 3
+  local b = 7 + (i - 1) * 4
   local period, name, limit = tonumber(ARGV[b + 1]), ARGV[b + 2], tonumber(ARGV[b + 3])
+  local floor = tonumber(ARGV[b + 4])
   local key = KEYS[period]
   local v = redis.call('HMGET', key, 'seed', 's:' .. name, 'r:' .. name, prefix .. name)
   local s, r, own = tonumber(v[2] or '0'), tonumber(v[3] or '0'), tonumber(v[4] or '0')
+  local target = 0
   if v[1] then
     local free = limit - s - r
-    local target = math.floor(share * math.max(0, limit - s - (r - own)) / replicas)
+    target = math.floor(share * math.max(0, limit - s - (r - own)) / replicas)
     if target > own + math.max(0, free) then target = own + math.max(0, free) end
     if target < smallest then target = 0 end
-    if target ~= own then
-      r = redis.call('HINCRBY', key, 'r:' .. name, string.format('%d', target - own))
-      if target > 0 then
-        redis.call('HSET', key, prefix .. name, string.format('%d', target))
+    local keep = math.max(target, math.min(own, floor))
+    if keep ~= own then
+      r = redis.call('HINCRBY', key, 'r:' .. name, string.format('%d', keep - own))
+      if keep > 0 then
+        redis.call('HSET', key, prefix .. name, string.format('%d', keep))
       else
         redis.call('HDEL', key, prefix .. name)
       end
-      own = target
+      own = keep
     end
     record[#record + 1] = {period, name}
   end
-  out[#out + 1] = {s, r, own}
+  out[#out + 1] = {s, r, own, target}
 end
 local id = 'sb:' .. replica
 local rec = {k = {KEYS[1], KEYS[2]}, a = '0', sb = replica, l = record}

@@ -22,6 +22,10 @@ that replica's own loop too busy) cannot make the fleet spend a share twice. The
 not lost money: its owner draws on it through Redis when nothing else is left, so a budget
 is still spent to its last cent; a killed replica's reserve ends with its lease
 (OUTAGE_RESERVE_LEASE_S), and a replica cut off for longer than that spends nothing more.
+What a replica counts on is never more than Redis keeps for it, whatever answers an outage
+cuts off: STANDBY never shrinks a reserve below what its owner counted on when it asked (the
+owner counts on the new size once it has the answer), and a call whose script was on the
+wire when the outage began counts against the reserve until its answer says what it took.
 When Redis answers again (`on_up`), the state is reconciled before Redis is used again: the
 current periods are seeded if Redis came back empty, reservations still in flight are held
 again, the journal is sent, each settle counted once, and the reserve is sized again.
@@ -145,6 +149,9 @@ class _Outage:
     until: float
     used: dict[tuple[str, str], int] = field(default_factory=dict)  # held + spent, local
     spent: dict[tuple[str, str], int] = field(default_factory=dict)  # every settle meanwhile
+    # Reservations whose RESERVE was on the wire when the outage began: each may have taken
+    # from the reserve on Redis, so each counts in `used` until its answer says how much.
+    pending: set[str] = field(default_factory=set)
 
     def allowance(self, key: str, name: str, now: float) -> int:
         if now >= self.until:
@@ -183,9 +190,17 @@ class RedisBudgets:
         # hash key -> budget -> (spent, held), as Redis last said (or the ledger at start).
         self._view: dict[str, dict[str, tuple[int, int]]] = {}
         self._seeds: dict[str, str] = {}  # hash key -> the seed this replica applied under
-        # hash key -> budget -> this replica's outage reserve on Redis, trusted until then.
+        # hash key -> budget -> the outage reserve this replica counts on, trusted until then:
+        # never more than Redis keeps for it (see `_standby` and `_answered`).
         self._reserves: dict[str, dict[str, int]] = {}
         self._reserves_until = -math.inf
+        self._reserve_on_redis = False  # Redis may keep a reserve of this replica's
+        self._epoch = 0  # counted on reserves from before a reconcile are not counted on
+        self._standby_lock = asyncio.Lock()
+        # What RESERVE answers said was taken from the reserve while a STANDBY was out.
+        self._standby_draws: dict[tuple[str, str], int] | None = None
+        # Reservations whose RESERVE script is on the wire.
+        self._inflight: dict[str, SharedReservation] = {}
         # The largest worst case reserved in each of the last refresh intervals: the
         # smallest outage reserve worth keeping (one that pays for no call is not kept).
         self._largest_calls: deque[int] = deque([0], maxlen=CALL_SIZE_INTERVALS)
@@ -263,27 +278,34 @@ class RedisBudgets:
             self._lost("Redis unreachable")
         calls = self._largest_calls
         calls[-1] = max(calls[-1], reservation.held)
-        if self.synced:
-            try:
-                verdict = await self._reserve_shared(reservation, day_key, month_key)
-            except SharedStateDown:
-                # Redis may have run the script before the answer was lost: a settle of 0
-                # under this id releases that hold, if there is one, once Redis is back.
-                self._journal_settle(reservation, 0)
-                reservation.id = random_hex()[:20]
-                self._lost("reserve")
-            except asyncio.CancelledError:  # the caller went away: release it if Redis held it
-                self._journal_settle(reservation, 0)
-                raise
-            else:
-                if verdict is not None:
-                    return verdict
+        if not self.synced:
+            return self._reserve_local(reservation)
+        self._inflight[reservation.id] = reservation
+        try:
+            verdict, drawn = await self._reserve_shared(reservation, day_key, month_key)
+        except SharedStateDown:
+            # Redis may have run the script before the answer was lost. The call keeps its id:
+            # whatever Redis holds under it (and took from the reserve) is what the local
+            # reservation counts, and its settle releases it (HOLD and RESERVE hold an id
+            # once). Entered while the script is in flight, the outage counts the call.
+            self._lost("reserve")
+            return self._reserve_local(reservation, sent=True)
+        except asyncio.CancelledError:  # the caller went away: release it if Redis held it
+            self._journal_settle(reservation, 0)
+            raise
+        finally:
+            del self._inflight[reservation.id]
+        self._answered(reservation, drawn)
+        if verdict is not None:
+            return verdict
         return self._reserve_local(reservation)
 
     async def _reserve_shared(
         self, reservation: SharedReservation, day_key: str, month_key: str
-    ) -> Reservation | Blocked | None:
-        """One script against every budget; None when Redis cannot decide (go local)."""
+    ) -> tuple[Reservation | Blocked | None, list[int]]:
+        """One script against every budget: the verdict (None when Redis cannot decide: go
+        local) and what the call took from this replica's reserve on each line."""
+        nothing = [0] * len(reservation.lines)
         args: list[Any] = [
             self._now_ms(),
             reservation.id,
@@ -303,34 +325,59 @@ class RedisBudgets:
             key = keys[int(result[1]) - 1]
             if key in self._seeds:  # seeded before and gone now: Redis lost its state
                 self._lost("Redis came back empty")
-                return None
+                return None, nothing
             if not await self._seed(key):
-                return None
+                return None, nothing
         else:
-            return None
+            return None, nothing
         self._note_seed(day_key, _text(result[2]))
         self._note_seed(month_key, _text(result[3]))
         values = [int(v) for v in result[4:]]
+        drawn = values[2::3]
         for index, (key, _, name, _) in enumerate(reservation.lines):
-            spent, held, reserve = values[3 * index : 3 * index + 3]
-            self._view.setdefault(key, {})[name] = (spent, held)
-            self._reserves.setdefault(key, {})[name] = reserve
+            self._view.setdefault(key, {})[name] = (values[3 * index], values[3 * index + 1])
         if status == "ok":
             reservation.in_redis = True
             self._open[reservation.id] = reservation
-            return reservation
+            return reservation, drawn
         _, period, name, _ = reservation.lines[int(result[1]) - 1]
         if status == "held":
             wait = min(HELD_RETRY_AFTER_S, self._rules.seconds_until(period))
-            return Blocked(name, wait, held=True, period=period)
-        return Blocked(name, self._rules.seconds_until(period), period=period)
+            return Blocked(name, wait, held=True, period=period), drawn
+        return Blocked(name, self._rules.seconds_until(period), period=period), drawn
 
-    def _reserve_local(self, reservation: SharedReservation) -> Reservation | Blocked:
+    def _answered(self, reservation: SharedReservation, drawn: list[int]) -> None:
+        """A RESERVE answer: what the call took from the reserve is no longer counted on
+        (also by a STANDBY still out, whose answer may predate it); if an outage began
+        while the script was out, the call now counts there only for what it took."""
+        for (key, _, name, _), amount in zip(reservation.lines, drawn, strict=True):
+            if not amount:
+                continue
+            counted = self._reserves.get(key, {})
+            if name in counted:
+                counted[name] = max(0, counted[name] - amount)
+            if self._standby_draws is not None:
+                line = (key, name)
+                self._standby_draws[line] = self._standby_draws.get(line, 0) + amount
+        outage = self._outage
+        if outage is not None and reservation.id in outage.pending:
+            outage.pending.discard(reservation.id)
+            for (key, _, name, _), amount in zip(reservation.lines, drawn, strict=True):
+                line = (key, name)
+                outage.used[line] = outage.used.get(line, 0) - reservation.held + amount
+
+    def _reserve_local(
+        self, reservation: SharedReservation, *, sent: bool = False
+    ) -> Reservation | Blocked:
         """Redis unknown: against this replica's outage reserve. Truly spent (as last seen,
         plus what this replica spent since) waits for the reset; a reserve used up is a short
-        wait (Redis may be back, calls may end)."""
+        wait (Redis may be back, calls may end). `sent`: its RESERVE script may have run;
+        refused here, it stays counted (what Redis holds under its id may have come from the
+        reserve) until the settle of 0 journaled for it releases that hold."""
         outage = self._outage or self._enter_outage()
         amount = reservation.held
+        counted = reservation.id in outage.pending
+        outage.pending.discard(reservation.id)
         now = self._clock.monotonic()
         spent_at: Line | None = None
         held_at: Line | None = None
@@ -341,16 +388,19 @@ class RedisBudgets:
                 if spent_at is None or (period == MONTH and spent_at[1] == DAY):
                     spent_at = line
             elif held_at is None:
-                used = outage.used.get((key, name), 0)
+                used = outage.used.get((key, name), 0) - (amount if counted else 0)
                 if used + amount > outage.allowance(key, name, now):
                     held_at = line
+        if (spent_at or held_at) and sent:
+            self._journal_settle(reservation, 0)
         if spent_at is not None:
             return Blocked(spent_at[2], self._rules.seconds_until(spent_at[1]), period=spent_at[1])
         if held_at is not None:
             wait = min(HELD_RETRY_AFTER_S, self._rules.seconds_until(held_at[1]))
             return Blocked(held_at[2], wait, held=True, period=held_at[1])
-        for key, _, name, _ in reservation.lines:
-            outage.used[(key, name)] = outage.used.get((key, name), 0) + amount
+        if not counted:
+            for key, _, name, _ in reservation.lines:
+                outage.used[(key, name)] = outage.used.get((key, name), 0) + amount
         reservation.outage = outage
         self._open[reservation.id] = reservation
         return reservation
@@ -365,6 +415,10 @@ class RedisBudgets:
             if op.seq > self._sent:
                 for key, _, name, _ in op.lines:
                     outage.spent[(key, name)] = outage.spent.get((key, name), 0) + op.actual
+        for reservation in self._inflight.values():  # see `_Outage.pending`
+            outage.pending.add(reservation.id)
+            for key, _, name, _ in reservation.lines:
+                outage.used[(key, name)] = outage.used.get((key, name), 0) + reservation.held
         log.warning("budgets: Redis unknown, spending at most this replica's outage reserve")
         return self._outage
 
@@ -582,6 +636,7 @@ class RedisBudgets:
                 # the outage. Until STANDBY sizes it again, a new outage has none.
                 self._reserves = {}
                 self._reserves_until = -math.inf
+                self._epoch += 1
                 self._synced = True
                 self._wake.set()
         finally:
@@ -612,7 +667,12 @@ class RedisBudgets:
             reservation.in_redis = True
 
     async def _standby(self, day_key: str, month_key: str) -> None:
-        """Size this replica's outage reserve on every budget again and renew its lease."""
+        """Size this replica's outage reserve on every budget again and renew its lease.
+
+        One at a time. The replica counts on a new size only once the answer is back, and
+        Redis never shrinks the reserve below what the replica counted on when it sent the
+        script: an answer lost to an outage cannot leave it counting on money Redis has
+        given back to the others."""
         lines = [
             (index, name, to_nano(limit))
             for index, period in ((1, DAY), (2, MONTH))
@@ -621,29 +681,44 @@ class RedisBudgets:
         ]
         smallest = max(self._largest_calls)
         self._largest_calls.append(0)
-        if not lines or not (smallest or any(any(r.values()) for r in self._reserves.values())):
+        if not lines or not (smallest or self._reserve_on_redis):
             return  # no paid call yet: no idea what a reserve must cover
         if not smallest:  # idle for a while: a reserve would only be in the others' way
             smallest = max(limit for _, _, limit in lines) + 1
-        sent = self._clock.monotonic()
-        args: list[Any] = [
-            self._now_ms(),
-            self._shared.replica_id,
-            self._now_ms() + int(OUTAGE_RESERVE_LEASE_S * 1000),
-            repr(self._outage_share),
-            max(1, self._shared.live_replicas),
-            smallest,
-            len(lines),
-        ]
-        for index, name, limit in lines:
-            args += [index, name, limit]
-        keys = [day_key, month_key, self._res_key, self._lease_key]
-        result = await self._shared.run(self._standby_script, keys, args)
-        for (index, name, _), (spent, held, reserve) in zip(lines, result, strict=True):
-            key = day_key if index == 1 else month_key
-            self._view.setdefault(key, {})[name] = (int(spent), int(held))
-            self._reserves.setdefault(key, {})[name] = int(reserve)
-        self._reserves_until = sent + OUTAGE_RESERVE_LEASE_S - OUTAGE_RESERVE_MARGIN_S
+        async with self._standby_lock:
+            epoch = self._epoch
+            sent = self._clock.monotonic()
+            args: list[Any] = [
+                self._now_ms(),
+                self._shared.replica_id,
+                self._now_ms() + int(OUTAGE_RESERVE_LEASE_S * 1000),
+                repr(self._outage_share),
+                max(1, self._shared.live_replicas),
+                smallest,
+                len(lines),
+            ]
+            for index, name, limit in lines:
+                key = day_key if index == 1 else month_key
+                args += [index, name, limit, self._reserves.get(key, {}).get(name, 0)]
+            keys = [day_key, month_key, self._res_key, self._lease_key]
+            draws: dict[tuple[str, str], int] = {}
+            self._standby_draws = draws
+            try:
+                result = await self._shared.run(self._standby_script, keys, args)
+            finally:
+                self._standby_draws = None
+            kept = False
+            for (index, name, _), values in zip(lines, result, strict=True):
+                spent, held, reserve, size = (int(v) for v in values)
+                key = day_key if index == 1 else month_key
+                self._view.setdefault(key, {})[name] = (spent, held)
+                kept = kept or reserve > 0
+                if epoch == self._epoch:
+                    counted = max(0, size - draws.get((key, name), 0))
+                    self._reserves.setdefault(key, {})[name] = counted
+            self._reserve_on_redis = kept
+            if epoch == self._epoch:
+                self._reserves_until = sent + OUTAGE_RESERVE_LEASE_S - OUTAGE_RESERVE_MARGIN_S
 
     async def _refresh(self, day_key: str, month_key: str) -> None:
         """The current periods as Redis has them (expired reservations released first)."""
