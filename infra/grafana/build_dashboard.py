@@ -161,12 +161,14 @@ ROWS: tuple[tuple[str, tuple[Panel, ...]], ...] = (
                 "Breaker transitions",
                 (
                     Query(
-                        "sum by (provider, to_state) "
-                        f"(increase(ai_provider_circuit_breaker_transitions_total[{RATE}]))",
+                        "sum by (provider, to_state) (increase("
+                        'ai_provider_circuit_breaker_transitions_total{origin="local"}'
+                        f"[{RATE}]))",
                         "{{provider}} to {{to_state}}",
                     ),
                 ),
-                "State changes per provider, by the state entered.",
+                "State changes per provider, by the state entered: each decided once, by the"
+                " replica whose breaker made it (the others apply it: origin=fleet).",
             ),
             Panel(
                 "Fallbacks and retries",

@@ -734,7 +734,8 @@ class ChaosRun:
             if name == "ai_provider_circuit_breaker_state":
                 breaker[provider] = int(value)
             elif name == "ai_provider_circuit_breaker_transitions_total":
-                transitions[(provider, labels.get("to_state", ""))] = value
+                key = (provider, labels.get("to_state", ""))  # both origins: this replica's view
+                transitions[key] = transitions.get(key, 0.0) + value
             elif name == "ai_provider_timeout_seconds":
                 timeouts[provider] = value
             elif name == "ai_provider_requests_total":

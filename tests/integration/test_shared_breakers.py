@@ -37,8 +37,14 @@ class Replica:
 
     def __init__(self, url: str, prefix: str, name: str, *, watch: bool = True) -> None:
         self.shared = SharedState(url, prefix=prefix, replica_id=name, heartbeat_s=0.2)
+        # (state entered, origin) of every transition, as the metrics hook receives them.
+        self.changes: list[tuple[str, str]] = []
         self.breaker = AsyncCircuitBreaker(
-            "groq", SystemClock(), fail_max=2, reset_timeout_s=RESET_S
+            "groq",
+            SystemClock(),
+            fail_max=2,
+            reset_timeout_s=RESET_S,
+            on_change=lambda _, __, new, origin: self.changes.append((new.name.lower(), origin)),
         )
         self.fleet = SharedBreakers(self.shared, SystemClock(), poll_s=0.1, reserve_s=0.5)
         self.fleet.attach(self.breaker, trial_ttl_s=TRIAL_TTL_S)
@@ -102,6 +108,8 @@ async def test_a_trip_reaches_the_other_replicas_in_milliseconds(
     assert elapsed < 0.5
     assert b.breaker.admit() is None
     assert 0 < b.breaker.open_remaining_s() <= RESET_S
+    # One trip, decided by `a`: a count of origin=local summed over replicas says 1, not 2.
+    assert (a.changes, b.changes) == ([("open", "local")], [("open", "fleet")])
 
 
 async def test_exactly_one_trial_across_replicas_and_its_verdict_is_everyones(

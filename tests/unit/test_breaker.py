@@ -7,7 +7,8 @@ from app.core.resilience.breaker import AsyncCircuitBreaker, BreakerState
 def _breaker(
     clock: ManualClock, changes: list[tuple[BreakerState, BreakerState]] | None = None
 ) -> AsyncCircuitBreaker:
-    def record(_: str, old: BreakerState, new: BreakerState) -> None:
+    def record(_: str, old: BreakerState, new: BreakerState, origin: str) -> None:
+        assert origin == "local"  # no fleet here
         if changes is not None:
             changes.append((old, new))
 

@@ -60,7 +60,10 @@ class Ticket:
     generation: int = 0
 
 
-StateChangeHook = Callable[[str, BreakerState, BreakerState], None]
+# (breaker name, old state, new state, origin): origin is "local" for a transition this
+# process's breaker decided, "fleet" for one applied because another replica decided it. A
+# count summed over replicas must take the local ones only, or one trip counts once per replica.
+StateChangeHook = Callable[[str, BreakerState, BreakerState, str], None]
 
 
 class SharedBreakerHook(Protocol):
@@ -255,7 +258,7 @@ class AsyncCircuitBreaker:
             new.name.lower(),
         )
         if self._on_change is not None:
-            self._on_change(self.name, old, new)
+            self._on_change(self.name, old, new, "fleet" if self._applying else "local")
         if self.shared is not None and not self._applying:
             self.shared.changed(self, old, new)
 

@@ -114,7 +114,11 @@ class AIMetrics:
         self.breaker_transitions = meter.create_counter(
             "ai_provider_circuit_breaker_transitions",
             unit="{transition}",
-            description="Circuit breaker state changes per provider, by the state entered",
+            description=(
+                "Circuit breaker state changes per provider, by the state entered and origin:"
+                " local (this replica's breaker decided) or fleet (applied from another"
+                " replica through Redis; sum origin=local across replicas)"
+            ),
         )
         self.budget_alerts = meter.create_counter(
             "ai_budget_alerts",

@@ -152,8 +152,8 @@ class AIModule(Provider):
                     clock,
                     fail_max=section.breaker_fail_max,
                     reset_timeout_s=section.breaker_reset_timeout_s,
-                    on_change=lambda provider, _, new: metrics.breaker_transitions.add(
-                        1, {"provider": provider, "to_state": new.name.lower()}
+                    on_change=lambda provider, _, new, origin: metrics.breaker_transitions.add(
+                        1, {"provider": provider, "to_state": new.name.lower(), "origin": origin}
                     ),
                 ),
                 timeout=TimeoutPolicy(
