@@ -24,6 +24,7 @@ from typing import Any
 import httpx
 import pytest
 
+from app.core.worker_metrics import WORKER_UP
 from infra.grafana.build_dashboard import CORE
 from infra.sandbox.literature.hosts import gateway_env
 from tests.support.client import AUTH_HEADERS
@@ -228,6 +229,9 @@ def test_every_metric_a_rule_or_panel_reads_is_scraped(stack: Stack) -> None:
         for name in metric_names(grafana_to_promql(expr)):
             used.setdefault(name, set()).add(where)
     assert "ai_provider_circuit_breaker_state" in used
+    # Exists only with WORKERS >= 2; this stack runs one worker. test_workers.py scrapes it
+    # from two workers, under the name the rule reads.
+    assert used.pop(WORKER_UP) == {"rule GatewayWorkerDown"}
     scraped = _scraped_after(stack, set(used))
     missing = {name: sorted(used[name]) for name in sorted(set(used) - scraped)}
     assert missing == {}, "metrics read by rules or panels but never scraped"
