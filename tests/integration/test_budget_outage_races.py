@@ -45,17 +45,23 @@ NANO = 10**9
 HELD_BACK_S = 0.3
 
 
-@pytest.fixture
-async def cluster(server: RedisServer) -> Any:
-    cluster = await Cluster.start(
+async def _openai_only(server: RedisServer, limit: float) -> Cluster:
+    """Replicas on `server` with one daily budget (openai), half of what is left kept in
+    outage reserves."""
+    return await Cluster.start(
         server.url,
         ManualClock(wall=NOON),
         fresh_database_url(),
-        daily_budget_usd_openai=1.0,
+        daily_budget_usd_openai=limit,
         daily_budget_usd_gemini=None,
         daily_budget_usd_azure=None,
         budget_outage_share=0.5,
     )
+
+
+@pytest.fixture
+async def cluster(server: RedisServer) -> Any:
+    cluster = await _openai_only(server, 1.0)
     yield cluster
     await cluster.aclose()
 
@@ -207,15 +213,7 @@ async def test_no_interleaving_of_slow_lost_and_cut_links_pays_past_the_budget(
     no more than the budget, and Redis counts what they cost. (It fails at once on a replica
     that ignores its reserve in an outage; the narrow windows of the two tests above it
     rarely hits, which is why they are there.)"""
-    cluster = await Cluster.start(
-        server.url,
-        ManualClock(wall=NOON),
-        fresh_database_url(),
-        daily_budget_usd_openai=0.5,
-        daily_budget_usd_gemini=None,
-        daily_budget_usd_azure=None,
-        budget_outage_share=0.5,
-    )
+    cluster = await _openai_only(server, 0.5)
     proxies = [FaultProxy("127.0.0.1", server.port).start() for _ in range(2)]
     paid: list[Decimal] = []
     tasks: list[asyncio.Task[None]] = []
