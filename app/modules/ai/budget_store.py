@@ -350,21 +350,22 @@ class RedisBudgets:
         """A RESERVE answer: what the call took from the reserve is no longer counted on
         (also by a STANDBY still out, whose answer may predate it); if an outage began
         while the script was out, the call now counts there only for what it took."""
+        outage = self._outage
+        if outage is not None and reservation.id not in outage.pending:
+            outage = None
+        if outage is not None:
+            outage.pending.discard(reservation.id)
         for (key, _, name, _), amount in zip(reservation.lines, drawn, strict=True):
+            line = (key, name)
+            if outage is not None:
+                outage.used[line] = outage.used.get(line, 0) - reservation.held + amount
             if not amount:
                 continue
             counted = self._reserves.get(key, {})
             if name in counted:
                 counted[name] = max(0, counted[name] - amount)
             if self._standby_draws is not None:
-                line = (key, name)
                 self._standby_draws[line] = self._standby_draws.get(line, 0) + amount
-        outage = self._outage
-        if outage is not None and reservation.id in outage.pending:
-            outage.pending.discard(reservation.id)
-            for (key, _, name, _), amount in zip(reservation.lines, drawn, strict=True):
-                line = (key, name)
-                outage.used[line] = outage.used.get(line, 0) - reservation.held + amount
 
     def _reserve_local(
         self, reservation: SharedReservation, *, sent: bool = False
