@@ -186,6 +186,30 @@ async def test_a_reserve_resized_on_redis_while_its_answer_is_late_is_not_spent_
     assert await _reconcile(cluster, a, b) <= NANO
 
 
+async def test_a_reserve_script_that_arrives_after_its_call_was_held_again_holds_nothing_more(
+    cluster: Cluster, proxy: FaultProxy
+) -> None:
+    """`a`'s RESERVE is slowed on its way to Redis past the timeout: `a` counts the call
+    against its reserve under the same id, reconciles (HOLD puts the call on Redis), and
+    only then does the late script reach Redis. It must not hold the call a second time:
+    once settled, Redis holds nothing but the two reserves, and counts the call once."""
+    a, _ = await _warm(cluster, proxy)
+    proxy.set(latency_s=0.8)  # the request waits at the proxy, past the 0.5 s timeout
+    late = await a.store.acquire(OA, "alice", 0.1, lease_s=30)
+    assert isinstance(late, Reservation)  # from a's reserve, Redis unknown
+    assert not a.store.synced
+    proxy.clear()
+    await a.shared.beat()
+    await a.store.sync()  # HOLD: the call is on Redis now
+    assert a.store.synced
+    await asyncio.sleep(0.8)  # the late script has reached Redis meanwhile
+    a.store.settle(late, 0.1)
+    await a.store.flush()
+    today = await cluster.hash(*TODAY)
+    reserves = nano(today, "b:a:openai") + nano(today, "b:b:openai")
+    assert (nano(today, "s:openai"), nano(today, "r:openai")) == (3 * NANO // 10, reserves)
+
+
 # -- any interleaving ------------------------------------------------------------------------
 
 _ACTIONS = st.lists(
