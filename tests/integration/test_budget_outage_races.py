@@ -9,9 +9,10 @@ spent twice: once by this replica from its reserve, once by the others through R
 caught it as 11 calls paid on a budget of 10 (a pooled connection failed 200 ms after Redis
 came back, while other calls of the same replica were in flight).
 
-The first two tests put a `FaultProxy` in front of Redis for replica `a`: answers held back
-(the script runs at once, its answer comes late), then a reset for the next command (the
-outage). The last one puts a proxy in front of each replica and tries interleavings.
+All but the last test put a `FaultProxy` in front of Redis for replica `a`: answers held
+back (the script runs at once, its answer comes late) or requests held back (the script runs
+late), and a reset for the next command (the outage). The last one puts a proxy in front of
+each replica and tries interleavings.
 """
 
 from __future__ import annotations
